@@ -1,0 +1,1 @@
+"""Data: dataset readers (records), the generated-pedestrian demo set, and the tf.data pipeline."""

@@ -1,0 +1,42 @@
+"""User-facing errors and the command-line wrapper that turns them into exit code 2.
+
+Every problem a user can fix (a missing directory, an unparsable file name, a corrupt image, an
+empty query set) is raised as :class:`UserError` with a message naming the path, what was
+expected and how to fix it. :func:`run_main` prints that message without a traceback and exits
+with status 2; ``--debug`` (or ``MASKPRE_DEBUG=1``) shows the traceback too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import traceback
+from typing import Callable, Sequence
+
+
+class UserError(Exception):
+    """A problem with the user's input or set-up, with a message that says how to fix it."""
+
+
+EXIT_USER_ERROR = 2
+
+
+def _debug_requested(argv: Sequence[str]) -> bool:
+    return "--debug" in argv or os.environ.get("MASKPRE_DEBUG", "") not in ("", "0")
+
+
+def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
+    """Run an absl-style ``main(argv)``; report a :class:`UserError` cleanly and exit 2.
+
+    Args:
+      main: the program's main function.
+      argv: the command line (defaults to ``sys.argv``).
+    """
+    argv = list(sys.argv if argv is None else argv)
+    try:
+        main(argv)
+    except UserError as err:
+        if _debug_requested(argv):
+            traceback.print_exc()
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)

@@ -1,0 +1,1 @@
+"""Models: backbones, layers (GeM, DropBlock), heads, and the MaskPre training model."""

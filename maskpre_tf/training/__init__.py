@@ -1,0 +1,1 @@
+"""Training: the distributed training loop and its Keras callbacks."""

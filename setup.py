@@ -1,0 +1,27 @@
+"""Package definition for maskpre-tf."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="maskpre-tf",
+    version="0.1.0",
+    description="Unsupervised person re-identification by simultaneous clustering and mask "
+    "prediction (MaskPre) in TensorFlow/Keras",
+    packages=find_packages(include=["maskpre_tf", "maskpre_tf.*"]),
+    python_requires=">=3.10,<3.14",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.12,<4",
+        "numpy>=1.26,<3",
+        "scipy>=1.11,<2",  # sparse matrices for the k-reciprocal Jaccard distance
+        "scikit-learn>=1.4,<2",
+        "faiss-cpu>=1.8,<2",
+        "absl-py>=2.0,<3",
+        "tensorboard>=2.21,<2.22",
+        "pillow>=10,<14",  # drawing the generated pedestrians and the ranked-list pictures
+    ],
+    extras_require={
+        "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        "test": ["pytest>=8,<10", "ruff>=0.6"],
+    },
+)
