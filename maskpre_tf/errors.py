@@ -21,22 +21,20 @@ class UserError(Exception):
 EXIT_USER_ERROR = 2
 
 
-def _debug_requested(argv: Sequence[str]) -> bool:
-    return "--debug" in argv or os.environ.get("MASKPRE_DEBUG", "") not in ("", "0")
-
-
-def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None) -> None:
+def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None,
+             debug: bool = False) -> None:
     """Run an absl-style ``main(argv)``; report a :class:`UserError` cleanly and exit 2.
 
     Args:
       main: the program's main function.
-      argv: the command line (defaults to ``sys.argv``).
+      argv: the command line left after flag parsing (defaults to ``sys.argv``).
+      debug: also print the traceback (``--debug``); ``MASKPRE_DEBUG=1`` does the same.
     """
     argv = list(sys.argv if argv is None else argv)
     try:
         main(argv)
     except UserError as err:
-        if _debug_requested(argv):
+        if debug or os.environ.get("MASKPRE_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
