@@ -1,0 +1,288 @@
+"""The MaskPre model: an online encoder, an EMA teacher, DropBlock views, and the two heads.
+
+Method (Yin, Zhang, Xie, Ma, Guo; Pattern Recognition 126, 2022), as this project defines it:
+
+1. The online backbone maps an image to a region-level map ``F`` [B, h, w, C]; the EMA teacher
+   maps the same (unmasked) image to ``T`` (no gradient).
+2. A dynamic DropBlock masks ``F`` twice with different per-sample keys: views ``F1``, ``F2``.
+3. The clustering head: each view is pooled (GeM + BN neck + L2) and classified against the
+   cluster prototypes (cluster-contrastive InfoNCE, Dai et al. 2021), so both views are pulled
+   into their image's pseudo-identity; a consistency term matches each view's soft assignment to
+   the teacher's.
+4. The mask-prediction head predicts ``T`` at the dropped positions of each view from its masked
+   map (1 - cosine), i.e. visual consistency within an image and, because ``T`` comes from the
+   moving average, temporal consistency across training.
+5. After every optimizer step, in cross-replica context: prototypes move towards the batch
+   features (momentum update) and the teacher moves towards the online encoder (EMA).
+
+``train_step`` runs in replica context (one call per replica through ``strategy.run``);
+:meth:`MaskPre.finish_step` runs in cross-replica context with the gathered global batch.
+Inference (``call``) is the teacher's embedding: the teacher is what is evaluated and exported.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from maskpre_tf import losses
+from maskpre_tf.models.heads import MaskPredictionHead, update_prototypes
+from maskpre_tf.models.layers import DropBlock, GeMPooling, linear_drop_rate
+
+
+class ReidEncoder(keras.Model):
+    """Backbone + GeM pooling + BN neck: images [B, H, W, 3] → embeddings [B, C] (L2-normalised).
+
+    The BN neck (Luo et al., CVPRW 2019) normalises the pooled feature; its shift is frozen
+    (``center=False``), as in the bag-of-tricks neck.
+    """
+
+    def __init__(self, backbone: keras.Model, sync_bn: bool = False, gem_p: float = 3.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.backbone = backbone
+        self.pool = GeMPooling(p=gem_p, name="gem")
+        self.neck = keras.layers.BatchNormalization(center=False, synchronized=sync_bn,
+                                                    name="bn_neck")
+
+    @property
+    def channels(self) -> int:
+        """C: channels of the feature map and dimension of the embedding."""
+        return int(self.backbone.output.shape[-1])
+
+    def embed_map(self, feature_map: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Feature map [B, h, w, C] → float32 L2-normalised embedding [B, C]."""
+        pooled = self.neck(self.pool(feature_map), training=training)
+        return tf.math.l2_normalize(tf.cast(pooled, tf.float32), axis=-1)
+
+    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Normalised images [B, H, W, 3] → float32 embeddings [B, C]."""
+        return self.embed_map(self.backbone(images, training=training), training=training)
+
+
+class MaskPre(keras.Model):
+    """The training model: online encoder, EMA teacher, DropBlock, mask head, prototypes.
+
+    Args:
+      student: the online encoder (trained).
+      teacher: an encoder of the same architecture (EMA of the student, never trained).
+      num_train: N, the number of training images (bounds the number of clusters).
+      total_steps: optimizer steps of the whole run (the DropBlock rate ramps over them).
+      global_batch_size: batch size summed over replicas (losses average over it).
+      config: any object with the MaskPre fields of ``maskpre_tf.config.TrainConfig``.
+    """
+
+    def __init__(self, student: ReidEncoder, teacher: ReidEncoder, num_train: int,
+                 total_steps: int, global_batch_size: int, config, **kwargs):
+        super().__init__(**kwargs)
+        self.student = student
+        self.teacher = teacher
+        self.teacher.trainable = False
+        self.num_train = int(num_train)
+        self.total_steps = int(total_steps)
+        self.global_batch_size = int(global_batch_size)
+        self.cfg = config
+        channels = student.channels
+        self.dropblock = DropBlock(block_size=config.block_size, name="dropblock")
+        self.mask_head = MaskPredictionHead(channels, name="mask_head")
+        self.prototypes = self.add_weight(
+            shape=(self.num_train, channels), initializer="zeros", trainable=False,
+            name="prototypes")
+        self.num_clusters = self.add_weight(
+            shape=(), initializer="zeros", dtype="int32", trainable=False, name="num_clusters")
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in
+                         ("loss", "cluster_loss", "mask_loss", "consistency_loss")}
+
+    @property
+    def metrics(self) -> list:
+        return list(self.trackers.values())
+
+    def build_all(self, image_shape: tuple[int, int, int]) -> None:
+        """Create every variable (call once under the strategy scope, before training)."""
+        images = tf.zeros((2, *image_shape))
+        fmap = self.student.backbone(images)
+        self.student.embed_map(fmap)
+        self.teacher(images)
+        self.mask_head(fmap)
+        self.dropblock(fmap, tf.zeros([2], tf.int64), 0.0)
+        shapes = [tuple(v.shape) for v in self.student.weights]
+        if shapes != [tuple(v.shape) for v in self.teacher.weights]:
+            raise ValueError("teacher and student encoders differ in architecture")
+        self.copy_student_to_teacher()
+
+    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Inference: the teacher's L2-normalised embedding [B, C]."""
+        return self.teacher(images, training=False)
+
+    def copy_student_to_teacher(self) -> None:
+        """Set the teacher's weights (and BN statistics) equal to the student's."""
+        for t_var, s_var in zip(self.teacher.weights, self.student.weights):
+            t_var.assign(s_var)
+
+    def drop_rate(self) -> tf.Tensor:
+        """Current DropBlock rate: linear ramp from 0 to ``cfg.drop_rate`` over the run."""
+        return linear_drop_rate(self.optimizer.iterations, self.total_steps, self.cfg.drop_rate)
+
+    def view_keys(self, index: tf.Tensor, view: int) -> tf.Tensor:
+        """Per-sample DropBlock keys, unique per (step, image, view): int64 [B]."""
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        return tf.cast(index, tf.int64) + self.num_train * (2 * step + view)
+
+    def compute_losses(self, images: tf.Tensor, labels: tf.Tensor, index: tf.Tensor,
+                       training: bool = True) -> dict[str, tf.Tensor]:
+        """Forward pass and per-replica losses (already scaled by the global batch).
+
+        Args:
+          images: float32 [b, H, W, 3] normalised (b = this replica's share of the batch).
+          labels: int [b] pseudo labels in [0, num_clusters).
+          index: int [b] rows of the images in the training set (mask keys).
+        Returns:
+          dict of scalar losses ("loss" is the weighted sum) and "features" [b, C], the mean of
+          the two views' embeddings, for the prototype update.
+        """
+        cfg = self.cfg
+        teacher_map = tf.stop_gradient(self.teacher.backbone(images, training=False))
+        teacher_emb = self.teacher.embed_map(teacher_map, training=False)
+        student_map = self.student.backbone(images, training=training)
+        rate = self.drop_rate()
+        num_active = self.num_clusters
+        prototypes = tf.stop_gradient(tf.convert_to_tensor(self.prototypes))
+        teacher_logits = losses.prototype_logits(teacher_emb, prototypes, num_active,
+                                                 cfg.temperature)
+        per_example = {"cluster_loss": 0.0, "mask_loss": 0.0, "consistency_loss": 0.0}
+        features = 0.0
+        for view in (0, 1):
+            masked, keep = self.dropblock(student_map, self.view_keys(index, view), rate,
+                                          training=training)
+            emb = self.student.embed_map(masked, training=training)
+            features += 0.5 * emb
+            per_example["cluster_loss"] += 0.5 * losses.cluster_contrast_loss(
+                emb, labels, prototypes, num_active, cfg.temperature)
+            if cfg.mask_weight > 0:
+                predicted = self.mask_head(masked, training=training)
+                per_example["mask_loss"] += 0.5 * losses.mask_prediction_loss(
+                    predicted, teacher_map, keep)
+            if cfg.consistency_weight > 0:
+                student_logits = losses.prototype_logits(emb, prototypes, num_active,
+                                                         cfg.temperature)
+                per_example["consistency_loss"] += 0.5 * losses.cross_view_consistency_loss(
+                    student_logits, teacher_logits, num_active)
+        result = {name: tf.nn.compute_average_loss(
+            value + tf.zeros_like(index, tf.float32), global_batch_size=self.global_batch_size)
+            for name, value in per_example.items()}
+        result["loss"] = (result["cluster_loss"] + cfg.mask_weight * result["mask_loss"]
+                          + cfg.consistency_weight * result["consistency_loss"])
+        result["features"] = tf.stop_gradient(features)
+        return result
+
+    def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        """One optimisation step on this replica's share of the batch (replica context).
+
+        Returns the per-replica scaled losses plus "features" and "label" for
+        :meth:`finish_step`.
+        """
+        variables = self.student.trainable_variables + self.mask_head.trainable_variables
+        with tf.GradientTape() as tape:
+            out = self.compute_losses(batch["image"], batch["label"], batch["index"])
+            loss = out["loss"]
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, variables)
+        if self.cfg.weight_decay > 0:
+            # L2 on the gradients, as torch.optim.Adam(weight_decay=...) in the reference recipes.
+            grads = [g + self.cfg.weight_decay * tf.cast(v, g.dtype)
+                     for g, v in zip(grads, variables)]
+        self.optimizer.apply_gradients(zip(grads, variables))
+        out["label"] = batch["label"]
+        return out
+
+    def finish_step(self, features: tf.Tensor, labels: tf.Tensor,
+                    scalars: dict[str, tf.Tensor]) -> None:
+        """Cross-replica updates after each step: prototypes, EMA teacher, metric trackers.
+
+        Args:
+          features: float32 [B, C] gathered over all replicas (global batch).
+          labels: int [B] their pseudo labels.
+          scalars: losses summed over replicas (global means).
+        """
+        self.prototypes.assign(update_prototypes(
+            self.prototypes, features, labels, momentum=self.cfg.proto_momentum))
+        self.update_teacher()
+        for name, tracker in self.trackers.items():
+            tracker.update_state(scalars[name])
+
+    def ema_momentum(self) -> tf.Tensor:
+        """EMA momentum with MMT's warm-up: min(1 - 1/(step + 1), m) (Ge et al., ICLR 2020)."""
+        step = tf.cast(self.optimizer.iterations, tf.float32)
+        return tf.minimum(1.0 - 1.0 / (step + 1.0), self.cfg.ema_momentum)
+
+    def update_teacher(self) -> None:
+        """θ_t ← m·θ_t + (1 − m)·θ_s for every teacher weight and BN statistic."""
+        m = self.ema_momentum()
+        for t_var, s_var in zip(self.teacher.weights, self.student.weights):
+            t_var.assign(m * t_var + (1.0 - m) * tf.cast(s_var, t_var.dtype))
+
+    def reset_prototypes(self, centroids) -> None:
+        """Start a new epoch's prototypes from cluster centroids [K, C] (K <= N)."""
+        centroids = tf.math.l2_normalize(tf.convert_to_tensor(centroids, tf.float32), axis=-1)
+        k = int(centroids.shape[0])
+        padded = tf.concat([centroids, tf.zeros((self.num_train - k, centroids.shape[1]))], 0)
+        self.prototypes.assign(padded)
+        self.num_clusters.assign(k)
+
+
+def build_encoder(cfg, sync_bn: bool = False, weights: str | None = None,
+                  name: str = "encoder") -> ReidEncoder:
+    """A :class:`ReidEncoder` for ``cfg`` (backbone, input size, last stride), built.
+
+    Args:
+      cfg: a ``TrainConfig`` (backbone, backbone_weights, last_stride, height, width).
+      sync_bn: synchronise BatchNormalization across replicas.
+      weights: override ``cfg.backbone_weights`` (e.g. "none" for a teacher that is overwritten).
+      name: model name.
+    """
+    from maskpre_tf.models.backbones import build_backbone
+
+    image_shape = (cfg.height, cfg.width, 3)
+    backbone = build_backbone(cfg.backbone, image_shape,
+                              weights=cfg.backbone_weights if weights is None else weights,
+                              last_stride=cfg.last_stride, sync_bn=sync_bn)
+    encoder = ReidEncoder(backbone, sync_bn=sync_bn, name=name)
+    encoder(tf.zeros((1, *image_shape)))
+    return encoder
+
+
+def load_teacher(run_dir: str, prefer_checkpoint: bool = False):
+    """The trained teacher encoder of a run directory, and the run's ``TrainConfig``.
+
+    Reads ``<run_dir>/config.json``; takes the weights from ``teacher.weights.h5`` (written at
+    the end of training) or, if that is missing or ``prefer_checkpoint``, from the latest
+    checkpoint in ``<run_dir>/checkpoints`` (so a run still in progress can be evaluated).
+
+    Returns:
+      (ReidEncoder, TrainConfig)
+    """
+    import json
+    import os
+
+    from maskpre_tf.config import TrainConfig
+    from maskpre_tf.errors import UserError
+
+    config_path = os.path.join(run_dir, "config.json")
+    if not os.path.isfile(config_path):
+        raise UserError(f"{run_dir}: no config.json; expected the --output_dir of a "
+                        "maskpre_tf.train run")
+    with open(config_path) as f:
+        cfg = TrainConfig(**json.load(f)["config"])
+    teacher = build_encoder(cfg, weights="none", name="teacher")
+    weights = os.path.join(run_dir, "teacher.weights.h5")
+    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if os.path.isfile(weights) and not (prefer_checkpoint and latest):
+        teacher.load_weights(weights)
+    elif latest:
+        # Restore only the teacher's branch of the training checkpoint's object graph.
+        tf.train.Checkpoint(model=tf.train.Checkpoint(teacher=teacher)).restore(
+            latest).expect_partial()
+    else:
+        raise UserError(f"{run_dir}: neither teacher.weights.h5 nor a checkpoint under "
+                        "checkpoints/; has the run finished an epoch?")
+    return teacher, cfg

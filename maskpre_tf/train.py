@@ -1,0 +1,234 @@
+"""Train MaskPre: ``python -m maskpre_tf.train --flagfile=configs/market.flags``.
+
+Reads a dataset (no identity labels used), builds the online encoder, EMA teacher and heads
+under the chosen ``tf.distribute`` strategy, and runs the epochs: cluster teacher features into
+pseudo identities, train with two DropBlock views per image, evaluate, checkpoint. Re-running the
+same command resumes from the last checkpoint in ``--output_dir``. The final (or, with
+``--keep_best``, the best-on-validation) teacher weights are written to
+``<output_dir>/teacher.weights.h5`` for ``maskpre_tf.evaluate`` and ``maskpre_tf.export``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+from maskpre_tf.config import TrainConfig, config_from_flags, define_flags
+from maskpre_tf.data import datasets
+from maskpre_tf.data.pipeline import PKSampler, make_eval_dataset, make_train_dataset, \
+    validate_images
+from maskpre_tf.errors import UserError, run_main
+from maskpre_tf.evaluation.extract import evaluate_model
+from maskpre_tf.models.maskpre import MaskPre, build_encoder
+from maskpre_tf.training import callbacks as cb
+from maskpre_tf.training.loop import Trainer, make_strategy
+
+TEACHER_WEIGHTS = "teacher.weights.h5"
+CONFIG_FILE = "config.json"
+
+
+def log(message: str) -> None:
+    """Print one progress line, flushed (the run is often watched through a pipe)."""
+    print(message, flush=True)
+
+
+def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
+    """The dataset of ``cfg`` (generating the demo set first if asked), corrupt images dropped."""
+    if cfg.generate_demo:
+        from maskpre_tf.data.synth import ensure_demo_data
+
+        ensure_demo_data(cfg.data_dir)
+    options = {}
+    if cfg.dataset == "folder":
+        options = {"cam_pattern": cfg.cam_pattern, "manifest": cfg.manifest or None,
+                   "query_dir": cfg.query_dir or None, "gallery_dir": cfg.gallery_dir or None}
+    data = datasets.load_dataset(cfg.dataset, cfg.data_dir, **options)
+    bad = set(validate_images([r.path for r in data.train]))
+    if bad:
+        log(f"skipping {len(bad)} unreadable training images, e.g. {sorted(bad)[0]}")
+        data.train = [r for r in data.train if r.path not in bad]
+    bad_eval = validate_images([r.path for r in data.query + data.gallery])
+    if bad_eval:
+        raise UserError(f"{len(bad_eval)} query/gallery images are unreadable, e.g. "
+                        f"{bad_eval[0]}; evaluation needs every one (re-copy or remove them)")
+    if len(data.train) < cfg.batch_size:
+        raise UserError(f"{cfg.data_dir}: {len(data.train)} training images, fewer than one "
+                        f"batch (--batch_size={cfg.batch_size})")
+    return data
+
+
+def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
+    """Adam with the step schedule (×0.1 at ``lr_step``); loss scaling for float16."""
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [cfg.lr_step * cfg.iters], [cfg.lr, cfg.lr * 0.1])
+    optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    if cfg.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def build_model(cfg: TrainConfig, num_train: int, num_replicas: int) -> MaskPre:
+    """The MaskPre model with every variable and the optimizer's slots created.
+
+    Call under the strategy's scope. BatchNormalization is synchronised when there is more than
+    one replica.
+    """
+    sync_bn = num_replicas > 1
+    student = build_encoder(cfg, sync_bn=sync_bn, name="student")
+    teacher = build_encoder(cfg, sync_bn=sync_bn, weights="none", name="teacher")
+    model = MaskPre(student, teacher, num_train=num_train, total_steps=cfg.epochs * cfg.iters,
+                    global_batch_size=cfg.batch_size, config=cfg, name="maskpre")
+    model.build_all((cfg.height, cfg.width, 3))
+    model.compile(optimizer=make_optimizer(cfg))
+    model.optimizer.build(student.trainable_variables + model.mask_head.trainable_variables)
+    return model
+
+
+def write_config(cfg: TrainConfig, output_dir: str) -> None:
+    """Record the run's configuration; warn when resuming under a different one."""
+    path = os.path.join(output_dir, CONFIG_FILE)
+    record = {"digest": cfg.digest(), "config": dataclasses.asdict(cfg)}
+    if os.path.exists(path):
+        with open(path) as f:
+            old = json.load(f)
+        if old.get("digest") != record["digest"]:
+            changed = sorted(k for k, v in record["config"].items()
+                             if old.get("config", {}).get(k) != v)
+            log(f"note: resuming {output_dir} with changed settings: {', '.join(changed)}")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1)
+    os.replace(tmp, path)
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Run (or resume) a whole training; returns the summary dict."""
+    start = time.perf_counter()
+    data = load_data(cfg)
+    keras.utils.set_random_seed(cfg.seed)
+    keras.mixed_precision.set_global_policy(cfg.precision)
+    strategy = make_strategy(cfg.strategy)
+    is_chief = _is_chief(strategy)
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    if is_chief:
+        write_config(cfg, cfg.output_dir)
+    with strategy.scope():
+        model = build_model(cfg, len(data.train), strategy.num_replicas_in_sync)
+    state = cb.RunState(
+        pseudo_labels=tf.Variable(np.full(len(data.train), -1, np.int64), trainable=False),
+        epoch=tf.Variable(0, dtype=tf.int64, trainable=False))
+    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
+                                     pseudo_labels=state.pseudo_labels, epoch=state.epoch)
+    ckpt_dir = os.path.join(cfg.output_dir, "checkpoints")
+    if not is_chief:  # other workers write to a scratch copy (tf.distribute convention)
+        ckpt_dir = os.path.join(cfg.output_dir, f"worker_scratch_{_task_id()}")
+    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=3)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        log(f"resuming from {manager.latest_checkpoint} (epoch {int(state.epoch)} done)")
+    initial_epoch = int(state.epoch)
+
+    embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
+    labels = state.pseudo_labels.numpy()
+    camids = np.array([r.camid for r in data.train])
+    sampler = PKSampler(labels, camids, batch_size=cfg.batch_size,
+                        num_instances=cfg.num_instances, seed=cfg.seed)
+    epoch_now = {"epoch": initial_epoch}
+    paths = [r.path for r in data.train]
+    dataset = make_train_dataset(paths, sampler, lambda: epoch_now["epoch"], cfg.iters,
+                                 cfg.height, cfg.width, cfg.batch_size, cfg.seed, pad=cfg.pad,
+                                 erase_prob=cfg.erase_prob)
+
+    before = {}
+    if initial_epoch == 0 and data.query:
+        before = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width)
+        log(f"before training: mAP {before['mAP']:.1%}, Rank-1 {before['rank1']:.1%}")
+    val = None
+    if cfg.keep_best:
+        val_data = datasets.load_dataset("auto", cfg.val_dir)
+        val = (val_data.query, val_data.gallery)
+    best_path = os.path.join(cfg.output_dir, "best_" + TEACHER_WEIGHTS)
+    sample = next(iter(make_eval_dataset(paths[:4], cfg.height, cfg.width, 4))).numpy()
+    progress = cb.ProgressCallback(state, cfg.batch_size, cfg.iters,
+                                   os.path.join(cfg.output_dir, "summary_epochs.json"), log=log)
+    callbacks = [
+        _EpochTracker(epoch_now),
+        cb.ClusteringCallback(state, data.train, sampler, cfg, embed, log=log),
+        cb.EvaluationCallback(state, data.query, data.gallery, cfg, embed, cfg.eval_every,
+                              cfg.epochs, val=val, best_path=best_path, log=log),
+        cb.CheckpointCallback(state, manager, write=True),
+        progress,
+    ]
+    if is_chief:
+        callbacks.append(cb.TensorBoardCallback(state, os.path.join(cfg.output_dir, "logs"),
+                                                sample_images=sample))
+    trainer = Trainer(model, strategy, dataset, cfg.iters, callbacks)
+    trainer.fit(initial_epoch, cfg.epochs)
+
+    final_path = os.path.join(cfg.output_dir, TEACHER_WEIGHTS)
+    if is_chief:
+        if cfg.keep_best and os.path.exists(best_path):
+            model.teacher.load_weights(best_path)
+        _atomic_save_weights(model.teacher, final_path)
+    after = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width) \
+        if data.query else {}
+    summary = {"before": before, "after": after, "epochs": cfg.epochs,
+               "seconds": time.perf_counter() - start, "teacher_weights": final_path,
+               "config_digest": cfg.digest()}
+    if after:
+        log(f"after training: mAP {after['mAP']:.1%}, Rank-1 {after['rank1']:.1%}, "
+            f"Rank-5 {after['rank5']:.1%}, Rank-10 {after['rank10']:.1%}")
+    log(f"done in {summary['seconds']:.0f} s; teacher weights in {final_path}")
+    if is_chief:
+        with open(os.path.join(cfg.output_dir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+    return summary
+
+
+class _EpochTracker(keras.callbacks.Callback):
+    """Publishes the current epoch to the input pipeline (augmentation and sampling seeds)."""
+
+    def __init__(self, holder: dict):
+        super().__init__()
+        self.holder = holder
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.holder["epoch"] = epoch
+
+
+def _atomic_save_weights(model: keras.Model, path: str) -> None:
+    tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def _task_id() -> int:
+    return json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    return resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+
+
+def main(argv: list[str]) -> None:
+    del argv
+    train(config_from_flags(flags.FLAGS))
+
+
+define_flags()
+flags.DEFINE_bool("debug", False, "show the traceback of user errors")
+
+if __name__ == "__main__":
+    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))

@@ -1,0 +1,246 @@
+"""Keras callbacks of a MaskPre run: clustering, evaluation, checkpoints, TensorBoard, progress.
+
+They share one :class:`RunState` (the pseudo labels, the latest clustering statistics and
+evaluation results) so that each callback does one job and the order of the list decides the
+order of work at each hook: clustering at the start of an epoch; evaluation, then checkpoint,
+then TensorBoard and the progress line at its end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from maskpre_tf.clustering.cluster import cluster, cluster_statistics
+from maskpre_tf.data.datasets import Record
+from maskpre_tf.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, PKSampler
+from maskpre_tf.evaluation.extract import evaluate_model, extract_features
+
+
+@dataclass
+class RunState:
+    """Mutable state shared by the callbacks of one run.
+
+    pseudo_labels: int64 variable [N] (checkpointed), -1 = outlier or not yet clustered.
+    epoch: int64 variable, number of finished epochs (checkpointed).
+    cluster_stats / eval_results: the latest figures, merged into the epoch logs.
+    """
+
+    pseudo_labels: tf.Variable
+    epoch: tf.Variable
+    cluster_stats: dict = field(default_factory=dict)
+    eval_results: dict = field(default_factory=dict)
+    best_map: float = -1.0
+
+
+def centroids(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean feature of each cluster: features [N, D], labels [N] in -1..K-1 → [K, D]."""
+    num = int(labels.max()) + 1
+    keep = labels >= 0
+    sums = np.zeros((num, features.shape[1]), np.float64)
+    np.add.at(sums, labels[keep], features[keep])
+    counts = np.bincount(labels[keep], minlength=num)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
+
+
+class ClusteringCallback(keras.callbacks.Callback):
+    """At each epoch's start: teacher features → pseudo labels → prototypes and sampler.
+
+    Ground-truth training ids (when the dataset has them) are used only for NMI/ARI
+    diagnostics. An epoch whose clustering yields fewer clusters than the batch needs is skipped
+    (logged), not a crash.
+    """
+
+    def __init__(self, state: RunState, train: Sequence[Record], sampler: PKSampler, cfg,
+                 embed: Callable, log: Callable[[str], None] = print):
+        super().__init__()
+        self.state = state
+        self.paths = [r.path for r in train]
+        self.camids = np.array([r.camid for r in train])
+        pids = np.array([r.pid for r in train])
+        self.true_pids = pids if (pids >= 0).all() else None
+        self.sampler = sampler
+        self.cfg = cfg
+        self.embed = embed
+        self.log = log
+
+    def on_epoch_begin(self, epoch, logs=None):
+        cfg = self.cfg
+        start = time.perf_counter()
+        features = extract_features(self.embed, self.paths, cfg.height, cfg.width)
+        labels = cluster(features, eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1,
+                         k2=cfg.k2)
+        stats = cluster_statistics(labels, self.true_pids)
+        stats["cluster_seconds"] = time.perf_counter() - start
+        self.state.cluster_stats = stats
+        self.state.pseudo_labels.assign(labels.astype(np.int64))
+        needed = cfg.num_ids_per_batch
+        if stats["num_clusters"] < needed:
+            self.log(f"epoch {epoch + 1}: clustering found {stats['num_clusters']} clusters, "
+                     f"fewer than the {needed} identities a batch needs; epoch skipped "
+                     "(try a larger --eps or smaller --batch_size)")
+            self.model.skip_epoch = True
+            return
+        with self.model.distribute_strategy.scope():
+            self.model.reset_prototypes(centroids(features, labels))
+        self.sampler.set_labels(labels)
+        diag = "".join(f", {k} {stats[k]:.3f}" for k in ("nmi", "ari") if k in stats)
+        self.log(f"epoch {epoch + 1}: {stats['num_clusters']} clusters, "
+                 f"{stats['num_outliers']} outliers{diag} ({stats['cluster_seconds']:.1f} s)")
+
+
+class EvaluationCallback(keras.callbacks.Callback):
+    """Evaluates the teacher on query/gallery every ``every`` epochs and at the last epoch.
+
+    With ``val`` (a labelled validation split) it also tracks the best epoch by validation mAP
+    and saves those teacher weights to ``best_path``; the test split never selects a model.
+    """
+
+    def __init__(self, state: RunState, query: Sequence[Record], gallery: Sequence[Record],
+                 cfg, embed: Callable, every: int, last_epoch: int,
+                 val: tuple[Sequence[Record], Sequence[Record]] | None = None,
+                 best_path: str = "", log: Callable[[str], None] = print):
+        super().__init__()
+        self.state = state
+        self.query, self.gallery = query, gallery
+        self.cfg = cfg
+        self.embed = embed
+        self.every = every
+        self.last_epoch = last_epoch
+        self.val = val
+        self.best_path = best_path
+        self.log = log
+
+    def on_epoch_end(self, epoch, logs=None):
+        cfg = self.cfg
+        due = epoch + 1 == self.last_epoch or (self.every > 0 and (epoch + 1) % self.every == 0)
+        if self.query and due:
+            res = evaluate_model(self.embed, self.query, self.gallery, cfg.height, cfg.width)
+            self.state.eval_results = res
+            self.log(f"epoch {epoch + 1}: mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}, "
+                     f"Rank-5 {res['rank5']:.1%}, Rank-10 {res['rank10']:.1%}")
+        if self.val is not None:
+            val = evaluate_model(self.embed, *self.val, cfg.height, cfg.width)
+            self.state.eval_results = {**self.state.eval_results, "val_mAP": val["mAP"]}
+            if val["mAP"] > self.state.best_map:
+                self.state.best_map = val["mAP"]
+                self.model.teacher.save_weights(self.best_path)
+                self.log(f"epoch {epoch + 1}: best validation mAP so far {val['mAP']:.1%}")
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves a checkpoint at every epoch's end through ``tf.train.CheckpointManager``.
+
+    The manager writes the checkpoint's files first and then replaces the small ``checkpoint``
+    index file that names the latest one, so a kill at any moment leaves the previous checkpoint
+    as the latest valid one. Only the chief writes (``write=False`` on other workers).
+    """
+
+    def __init__(self, state: RunState, manager: tf.train.CheckpointManager, write: bool = True):
+        super().__init__()
+        self.state = state
+        self.manager = manager
+        self.write = write
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.epoch.assign(epoch + 1)
+        if self.write:
+            self.manager.save(checkpoint_number=epoch + 1)
+
+
+class TensorBoardCallback(keras.callbacks.Callback):
+    """Writes every loss term, lr, drop rate, clustering and evaluation figures per epoch, and an
+    image panel of a few inputs with their two DropBlock masks."""
+
+    def __init__(self, state: RunState, log_dir: str, sample_images: np.ndarray | None = None):
+        super().__init__()
+        self.state = state
+        self.writer = tf.summary.create_file_writer(log_dir)
+        self.sample_images = sample_images
+
+    def on_epoch_end(self, epoch, logs=None):
+        model = self.model
+        step = epoch + 1
+        scalars = dict(logs or {})
+        scalars["lr"] = float(model.optimizer.learning_rate)
+        scalars["drop_rate"] = float(model.drop_rate())
+        scalars["ema_momentum"] = float(model.ema_momentum())
+        for key in ("num_clusters", "num_outliers", "nmi", "ari", "pairwise_precision",
+                    "pairwise_recall", "cluster_seconds"):
+            if key in self.state.cluster_stats:
+                scalars[f"clustering/{key}"] = float(self.state.cluster_stats[key])
+        for key, value in self.state.eval_results.items():
+            scalars[f"eval/{key}"] = float(value)
+        with self.writer.as_default(step=step):
+            for name, value in scalars.items():
+                tf.summary.scalar(name, value)
+            if self.sample_images is not None:
+                tf.summary.image("inputs_and_masks", self.mask_panel(), max_outputs=8)
+        self.writer.flush()
+
+    def mask_panel(self) -> tf.Tensor:
+        """[n, H, 3W, 3] uint8: each input beside its two masked views (dropped cells dark)."""
+        model = self.model
+        images = tf.convert_to_tensor(self.sample_images)
+        fmap = model.student.backbone(images, training=False)
+        rate = tf.maximum(model.drop_rate(), model.cfg.drop_rate)
+        index = tf.range(tf.shape(images)[0], dtype=tf.int64)
+        pixels = images * IMAGENET_STD + IMAGENET_MEAN
+        panels = [pixels]
+        for view in (0, 1):
+            _, keep = model.dropblock(fmap, model.view_keys(index, view), rate, training=True)
+            keep = tf.image.resize(tf.cast(keep, tf.float32), tf.shape(images)[1:3],
+                                   method="nearest")
+            panels.append(pixels * (0.25 + 0.75 * keep))
+        panel = tf.concat(panels, axis=2)
+        return tf.cast(tf.clip_by_value(panel, 0, 255), tf.uint8)
+
+
+class ProgressCallback(keras.callbacks.Callback):
+    """One line per epoch with losses and throughput; a JSON summary at the end."""
+
+    def __init__(self, state: RunState, batch_size: int, steps: int, summary_path: str,
+                 log: Callable[[str], None] = print):
+        super().__init__()
+        self.state = state
+        self.batch_size = batch_size
+        self.steps = steps
+        self.summary_path = summary_path
+        self.log = log
+        self.history: list[dict] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 0:
+            self.first_step = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = dict(logs or {})
+        if "skipped" not in logs:
+            seconds = time.perf_counter() - self.first_step
+            logs["images_per_second"] = self.batch_size * self.steps / max(seconds, 1e-9)
+            logs["epoch_seconds"] = time.perf_counter() - self.start
+            self.log(f"epoch {epoch + 1}: loss {logs['loss']:.3f} (cluster "
+                     f"{logs['cluster_loss']:.3f}, mask {logs['mask_loss']:.3f}, consistency "
+                     f"{logs['consistency_loss']:.3f}), {logs['images_per_second']:.1f} img/s, "
+                     f"{logs['epoch_seconds']:.0f} s")
+        logs.update(self.state.eval_results)
+        logs.update({k: v for k, v in self.state.cluster_stats.items()
+                     if isinstance(v, (int, float))})
+        self.history.append({"epoch": epoch + 1, **logs})
+
+    def on_train_end(self, logs=None):
+        os.makedirs(os.path.dirname(self.summary_path) or ".", exist_ok=True)
+        tmp = self.summary_path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"epochs": self.history}, f, indent=1, default=float)
+        os.replace(tmp, self.summary_path)
