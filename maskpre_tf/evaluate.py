@@ -14,7 +14,7 @@ import tensorflow as tf
 from absl import app, flags
 
 from maskpre_tf.data import datasets
-from maskpre_tf.data.pipeline import validate_images
+from maskpre_tf.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, validate_images
 from maskpre_tf.errors import UserError, run_main
 from maskpre_tf.evaluation.extract import evaluate_features, extract_features
 
@@ -46,9 +46,14 @@ def load_embedder(checkpoint: str, saved_model: str):
     except (OSError, ValueError) as err:
         raise UserError(f"--saved_model={saved_model}: not a loadable SavedModel ({err})") \
             from err
-    meta = json.loads(loaded.metadata_json.numpy().decode())
-    signature = loaded.signatures["embed_normalized"]
-    return (lambda x: signature(images=x)["embedding"]), meta["height"], meta["width"]
+    meta = json.loads(loaded.signatures["metadata"]()["metadata_json"].numpy().decode())
+    signature = loaded.signatures["embed_images"]
+
+    def embed(images: tf.Tensor) -> tf.Tensor:
+        # The signature takes 0-255 pixels and normalises in-graph, as serving clients send.
+        return signature(images=images * IMAGENET_STD + IMAGENET_MEAN)["embedding"]
+
+    return embed, meta["height"], meta["width"]
 
 
 def main(argv: list[str]) -> None:

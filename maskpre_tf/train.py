@@ -26,7 +26,7 @@ from maskpre_tf.data.pipeline import PKSampler, make_eval_dataset, make_train_da
     validate_images
 from maskpre_tf.errors import UserError, run_main
 from maskpre_tf.evaluation.extract import evaluate_model
-from maskpre_tf.models.maskpre import MaskPre, build_encoder
+from maskpre_tf.models.maskpre import build_maskpre
 from maskpre_tf.training import callbacks as cb
 from maskpre_tf.training.loop import Trainer, make_strategy
 
@@ -64,33 +64,6 @@ def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
     return data
 
 
-def make_optimizer(cfg: TrainConfig) -> keras.optimizers.Optimizer:
-    """Adam with the step schedule (×0.1 at ``lr_step``); loss scaling for float16."""
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [cfg.lr_step * cfg.iters], [cfg.lr, cfg.lr * 0.1])
-    optimizer = keras.optimizers.Adam(learning_rate=schedule)
-    if cfg.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
-
-
-def build_model(cfg: TrainConfig, num_train: int, num_replicas: int) -> MaskPre:
-    """The MaskPre model with every variable and the optimizer's slots created.
-
-    Call under the strategy's scope. BatchNormalization is synchronised when there is more than
-    one replica.
-    """
-    sync_bn = num_replicas > 1
-    student = build_encoder(cfg, sync_bn=sync_bn, name="student")
-    teacher = build_encoder(cfg, sync_bn=sync_bn, weights="none", name="teacher")
-    model = MaskPre(student, teacher, num_train=num_train, total_steps=cfg.epochs * cfg.iters,
-                    global_batch_size=cfg.batch_size, config=cfg, name="maskpre")
-    model.build_all((cfg.height, cfg.width, 3))
-    model.compile(optimizer=make_optimizer(cfg))
-    model.optimizer.build(student.trainable_variables + model.mask_head.trainable_variables)
-    return model
-
-
 def write_config(cfg: TrainConfig, output_dir: str) -> None:
     """Record the run's configuration; warn when resuming under a different one."""
     path = os.path.join(output_dir, CONFIG_FILE)
@@ -120,7 +93,7 @@ def train(cfg: TrainConfig) -> dict:
     if is_chief:
         write_config(cfg, cfg.output_dir)
     with strategy.scope():
-        model = build_model(cfg, len(data.train), strategy.num_replicas_in_sync)
+        model = build_maskpre(cfg, len(data.train), strategy.num_replicas_in_sync)
     state = cb.RunState(
         pseudo_labels=tf.Variable(np.full(len(data.train), -1, np.int64), trainable=False),
         epoch=tf.Variable(0, dtype=tf.int64, trainable=False))

@@ -188,9 +188,11 @@ class MaskPre(keras.Model):
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
         if self.cfg.weight_decay > 0:
-            # L2 on the gradients, as torch.optim.Adam(weight_decay=...) in the reference recipes.
-            grads = [g + self.cfg.weight_decay * tf.cast(v, g.dtype)
-                     for g, v in zip(grads, variables)]
+            # L2 on the gradients, as torch.optim.Adam(weight_decay=...) in the reference
+            # recipes. Replica gradients are summed, so each replica adds its share.
+            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+            decay = self.cfg.weight_decay / replicas
+            grads = [g + decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
         self.optimizer.apply_gradients(zip(grads, variables))
         out["label"] = batch["label"]
         return out
@@ -249,6 +251,35 @@ def build_encoder(cfg, sync_bn: bool = False, weights: str | None = None,
     encoder = ReidEncoder(backbone, sync_bn=sync_bn, name=name)
     encoder(tf.zeros((1, *image_shape)))
     return encoder
+
+
+def make_optimizer(cfg) -> keras.optimizers.Optimizer:
+    """Adam with the step schedule (x0.1 after ``cfg.lr_step`` epochs); loss scaling for fp16."""
+    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
+        [cfg.lr_step * cfg.iters], [cfg.lr, cfg.lr * 0.1])
+    optimizer = keras.optimizers.Adam(learning_rate=schedule)
+    if cfg.precision == "mixed_float16":
+        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer
+
+
+def build_maskpre(cfg, num_train: int, num_replicas: int,
+                  total_steps: int | None = None) -> MaskPre:
+    """The MaskPre model of ``cfg`` with every variable and the optimizer's slots created.
+
+    Call under the strategy's scope. BatchNormalization is synchronised when there is more than
+    one replica. ``total_steps`` (the DropBlock ramp) defaults to ``epochs * iters``.
+    """
+    sync_bn = num_replicas > 1
+    student = build_encoder(cfg, sync_bn=sync_bn, name="student")
+    teacher = build_encoder(cfg, sync_bn=sync_bn, weights="none", name="teacher")
+    steps = cfg.epochs * cfg.iters if total_steps is None else total_steps
+    model = MaskPre(student, teacher, num_train=num_train, total_steps=steps,
+                    global_batch_size=cfg.batch_size, config=cfg, name="maskpre")
+    model.build_all((cfg.height, cfg.width, 3))
+    model.compile(optimizer=make_optimizer(cfg))
+    model.optimizer.build(student.trainable_variables + model.mask_head.trainable_variables)
+    return model
 
 
 def load_teacher(run_dir: str, prefer_checkpoint: bool = False):
