@@ -1,0 +1,200 @@
+"""MaskPre losses as pure functions returning one loss per example ([B], float32).
+
+The training model averages them over the global batch with ``tf.nn.compute_average_loss``.
+Inputs may be any float dtype (mixed precision); all arithmetic is float32.
+
+Unsupervised terms: cluster-contrastive loss against prototypes, mask-prediction loss at the
+dropped positions, cross-view consistency of soft cluster assignments. Source pre-training terms
+(domain adaptation): label-smoothed cross entropy and batch-hard triplet loss.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+# Logit given to inactive prototype slots: far below any real logit (|cos| / tau <= 1 / tau).
+INACTIVE_LOGIT = -1e9
+
+
+def _active_slots(num_slots: tf.Tensor, num_active) -> tf.Tensor:
+    """bool [M]: True for slot indices below ``num_active``."""
+    return tf.range(num_slots) < tf.cast(num_active, tf.int32)
+
+
+def mask_inactive_logits(logits: tf.Tensor, num_active) -> tf.Tensor:
+    """Replace logits of slots >= ``num_active`` by ``INACTIVE_LOGIT``.
+
+    Args:
+      logits: float [B, M]. num_active: int scalar (tensor or Python int).
+
+    Returns:
+      float32 [B, M].
+    """
+    logits = tf.cast(logits, tf.float32)
+    active = _active_slots(tf.shape(logits)[-1], num_active)
+    return tf.where(active[None, :], logits, INACTIVE_LOGIT)
+
+
+def prototype_logits(
+    features: tf.Tensor, prototypes: tf.Tensor, num_active, temperature=0.05
+) -> tf.Tensor:
+    """Cosine logits of features against prototypes: normalize(f) . P^T / tau, inactive masked.
+
+    Args:
+      features: float [B, D] (normalised here). prototypes: float [M, D], rows L2-normalised.
+      num_active: int scalar, number of live slots (slots >= num_active get ``INACTIVE_LOGIT``).
+      temperature: tau > 0.
+
+    Returns:
+      float32 [B, M].
+    """
+    features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)
+    prototypes = tf.cast(prototypes, tf.float32)
+    logits = tf.matmul(features, prototypes, transpose_b=True) / tf.cast(temperature, tf.float32)
+    return mask_inactive_logits(logits, num_active)
+
+
+def cluster_contrast_loss(
+    features: tf.Tensor, labels: tf.Tensor, prototypes: tf.Tensor, num_active, temperature=0.05
+) -> tf.Tensor:
+    """Cluster-contrastive (InfoNCE over prototypes) loss, Dai et al. 2021 (Cluster Contrast).
+
+    loss_i = -log softmax(normalize(f_i) . P^T / tau)[y_i] over the active prototypes.
+    Samples with a label < 0 or >= num_active (outliers) contribute 0.
+
+    Args:
+      features: float [B, D]. labels: int [B]. prototypes: float [M, D].
+      num_active: int scalar. temperature: tau > 0.
+
+    Returns:
+      float32 [B].
+    """
+    logits = prototype_logits(features, prototypes, num_active, temperature)
+    labels = tf.cast(labels, tf.int32)
+    valid = tf.logical_and(labels >= 0, labels < tf.cast(num_active, tf.int32))
+    safe_labels = tf.where(valid, labels, 0)
+    loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
+    return tf.where(valid, loss, 0.0)
+
+
+def mask_prediction_loss(pred: tf.Tensor, target: tf.Tensor, keep_mask: tf.Tensor) -> tf.Tensor:
+    """Per-sample mean of (1 - cosine(pred, target)) over the dropped positions.
+
+    Cosine is taken along channels; the target gets no gradient (teacher side). A sample with no
+    dropped position has loss 0.
+
+    Args:
+      pred: float [B, H, W, C], the head's prediction. target: float [B, H, W, C].
+      keep_mask: float [B, H, W, 1], 1 = kept, 0 = dropped.
+
+    Returns:
+      float32 [B], each in [0, 2].
+    """
+    pred = tf.math.l2_normalize(tf.cast(pred, tf.float32), axis=-1)
+    target = tf.math.l2_normalize(tf.stop_gradient(tf.cast(target, tf.float32)), axis=-1)
+    dropped = 1.0 - tf.cast(keep_mask[..., 0], tf.float32)
+    distance = 1.0 - tf.reduce_sum(pred * target, axis=-1)
+    total = tf.reduce_sum(distance * dropped, axis=[1, 2])
+    count = tf.reduce_sum(dropped, axis=[1, 2])
+    return tf.math.divide_no_nan(total, count)
+
+
+def cross_view_consistency_loss(
+    student_logits: tf.Tensor, teacher_logits: tf.Tensor, num_active
+) -> tf.Tensor:
+    """KL(teacher assignment || student assignment) over the active prototypes.
+
+    loss_i = sum_k p_t[i, k] (log p_t[i, k] - log p_s[i, k]) with p = softmax over the slots
+    below ``num_active``; the teacher side gets no gradient.
+
+    Args:
+      student_logits, teacher_logits: float [B, M] (already divided by the temperature).
+      num_active: int scalar.
+
+    Returns:
+      float32 [B], >= 0 (up to rounding).
+    """
+    student = mask_inactive_logits(student_logits, num_active)
+    teacher = mask_inactive_logits(tf.stop_gradient(teacher_logits), num_active)
+    active = _active_slots(tf.shape(student)[-1], num_active)[None, :]
+    log_student = tf.nn.log_softmax(student, axis=-1)
+    log_teacher = tf.nn.log_softmax(teacher, axis=-1)
+    terms = tf.exp(log_teacher) * (log_teacher - log_student)
+    return tf.reduce_sum(tf.where(active, terms, 0.0), axis=-1)
+
+
+def cross_entropy_label_smoothing(logits: tf.Tensor, labels: tf.Tensor, epsilon=0.1) -> tf.Tensor:
+    """Cross entropy against smoothed one-hot targets (Szegedy et al., CVPR 2016).
+
+    target = (1 - epsilon) * onehot(y) + epsilon / K; loss_i = -sum_k target_k log softmax_k.
+
+    Args:
+      logits: float [B, K]. labels: int [B] in [0, K). epsilon: smoothing in [0, 1).
+
+    Returns:
+      float32 [B].
+    """
+    logits = tf.cast(logits, tf.float32)
+    num_classes = tf.shape(logits)[-1]
+    log_probs = tf.nn.log_softmax(logits, axis=-1)
+    onehot = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
+    epsilon = tf.cast(epsilon, tf.float32)
+    targets = (1.0 - epsilon) * onehot + epsilon / tf.cast(num_classes, tf.float32)
+    return -tf.reduce_sum(targets * log_probs, axis=-1)
+
+
+def pairwise_euclidean_distance(features: tf.Tensor) -> tf.Tensor:
+    """Euclidean distances between all rows: float [B, D] -> float32 [B, B], zero diagonal.
+
+    Uses |a|^2 + |b|^2 - 2 a.b (no [B, B, D] temporary); the square root has a zero gradient
+    where the squared distance is 0, instead of NaN.
+    """
+    x = tf.cast(features, tf.float32)
+    squared_norms = tf.reduce_sum(tf.square(x), axis=-1)
+    gram = tf.matmul(x, x, transpose_b=True)
+    squared = squared_norms[:, None] + squared_norms[None, :] - 2.0 * gram
+    squared = tf.maximum(squared, 0.0)
+    size = tf.shape(x)[0]
+    squared = tf.linalg.set_diag(squared, tf.zeros([size], tf.float32))
+    positive = squared > 0.0
+    return tf.where(positive, tf.sqrt(tf.where(positive, squared, 1.0)), 0.0)
+
+
+def batch_hard_triplet_loss(features: tf.Tensor, labels: tf.Tensor, margin=0.3) -> tf.Tensor:
+    """Batch-hard triplet loss (Hermans, Beyer, Leibe, 2017) on Euclidean distances.
+
+    loss_i = max(0, margin + max_{j != i, y_j = y_i} d_ij - min_{y_j != y_i} d_ij). A sample
+    without a positive (another sample of its label) or without a negative contributes 0.
+
+    Args:
+      features: float [B, D], used as given (normalise beforehand for cosine-like distances).
+      labels: int [B]. margin: hinge margin >= 0.
+
+    Returns:
+      float32 [B].
+    """
+    distances = pairwise_euclidean_distance(features)
+    labels = tf.cast(labels, tf.int64)
+    same = tf.equal(labels[:, None], labels[None, :])
+    not_self = tf.logical_not(tf.eye(tf.shape(distances)[0], dtype=tf.bool))
+    positive = tf.logical_and(same, not_self)
+    negative = tf.logical_not(same)
+    hardest_positive = tf.reduce_max(tf.where(positive, distances, -1.0), axis=-1)
+    largest = tf.stop_gradient(tf.reduce_max(distances)) + 1.0
+    hardest_negative = tf.reduce_min(tf.where(negative, distances, largest), axis=-1)
+    has_both = tf.logical_and(tf.reduce_any(positive, -1), tf.reduce_any(negative, -1))
+    loss = tf.nn.relu(tf.cast(margin, tf.float32) + hardest_positive - hardest_negative)
+    return tf.where(has_both, loss, 0.0)
+
+
+__all__ = [
+    "INACTIVE_LOGIT",
+    "batch_hard_triplet_loss",
+    "cluster_contrast_loss",
+    "cross_entropy_label_smoothing",
+    "cross_view_consistency_loss",
+    "mask_inactive_logits",
+    "mask_prediction_loss",
+    "pairwise_euclidean_distance",
+    "prototype_logits",
+]
