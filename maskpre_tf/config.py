@@ -30,6 +30,9 @@ class TrainConfig:
     manifest: str = ""  # own-folder layout: CSV manifest path,camid[,pid]
     query_dir: str = ""  # own-folder layout: labelled query crops for evaluation
     gallery_dir: str = ""  # own-folder layout: labelled gallery crops for evaluation
+    source_dataset: str = ""  # domain adaptation: labelled source layout (empty = none)
+    source_dir: str = ""  # domain adaptation: labelled source dataset root
+    source_epochs: int = 30  # epochs of supervised pre-training on the source
     height: int = 256
     width: int = 128
     pad: int = 10
@@ -44,6 +47,7 @@ class TrainConfig:
     mask_weight: float = 1.0
     consistency_weight: float = 0.5
     temperature: float = 0.05
+    consistency_temperature: float = 0.5  # soft assignments of the consistency term
     proto_momentum: float = 0.1
     ema_momentum: float = 0.999
     # Pseudo labels.
@@ -51,6 +55,8 @@ class TrainConfig:
     min_samples: int = 4
     k1: int = 30
     k2: int = 6
+    outliers: str = "drop"  # drop | instances (each outlier its own cluster, SpCL-style)
+    camera_aware: bool = False  # remove per-camera mean features before clustering
     # Sampling and optimisation.
     batch_size: int = 256
     num_instances: int = 16
@@ -91,11 +97,15 @@ class TrainConfig:
             raise UserError(
                 f"--precision={self.precision}: expected float32, mixed_bfloat16 or mixed_float16"
             )
+        if self.outliers not in ("drop", "instances"):
+            raise UserError(f"--outliers={self.outliers}: expected drop or instances")
         if self.strategy not in ("mirrored", "multi_worker", "default"):
             raise UserError(f"--strategy={self.strategy}: expected mirrored, multi_worker, default")
         if self.keep_best and not self.val_dir:
             raise UserError("--keep_best needs --val_dir (a labelled validation split); the test "
                             "set is never used to select a model")
+        if self.source_dataset and not self.source_dir:
+            raise UserError("--source_dataset needs --source_dir (the labelled source root)")
         if self.height % 8 or self.width % 8:
             raise UserError(f"--height/--width {self.height}x{self.width} must be multiples of 8")
 
@@ -108,6 +118,9 @@ _HELP = {
     "manifest": "folder layout: CSV manifest (path,camid[,pid]) instead of file-name parsing",
     "query_dir": "folder layout: labelled query crops (Market-style names) for evaluation",
     "gallery_dir": "folder layout: labelled gallery crops (Market-style names) for evaluation",
+    "source_dataset": "labelled source dataset layout for domain adaptation (empty = none)",
+    "source_dir": "labelled source dataset root (with --generate_demo: generated if missing)",
+    "source_epochs": "epochs of supervised source pre-training (iterations per epoch: --iters)",
     "height": "input height in pixels",
     "width": "input width in pixels",
     "pad": "zero padding before the random crop, pixels",
@@ -120,12 +133,16 @@ _HELP = {
     "mask_weight": "weight of the mask-prediction loss (0 disables the head)",
     "consistency_weight": "weight of the cross-view consistency loss (0 disables it)",
     "temperature": "temperature of the cluster-contrastive loss",
+    "consistency_temperature": "temperature of the soft assignments in the consistency loss",
     "proto_momentum": "prototype momentum (share of the old prototype kept per update)",
     "ema_momentum": "EMA teacher momentum",
     "eps": "DBSCAN eps on the Jaccard distance",
     "min_samples": "DBSCAN min_samples",
     "k1": "k-reciprocal neighbourhood size",
     "k2": "local query expansion size",
+    "outliers": "DBSCAN outliers: drop (standard recipe) or instances (each one its own "
+                "cluster, as in SpCL's hybrid memory; lets training start from random weights)",
+    "camera_aware": "subtract each camera's mean feature before clustering",
     "batch_size": "global batch size (P x K)",
     "num_instances": "K: instances per pseudo identity in a batch",
     "lr": "Adam learning rate",

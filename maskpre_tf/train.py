@@ -22,15 +22,22 @@ from absl import app, flags
 
 from maskpre_tf.config import TrainConfig, config_from_flags, define_flags
 from maskpre_tf.data import datasets
-from maskpre_tf.data.pipeline import PKSampler, make_eval_dataset, make_train_dataset, \
-    validate_images
+from maskpre_tf.data.pipeline import (
+    PKSampler,
+    make_eval_dataset,
+    make_train_dataset,
+    validate_images,
+)
 from maskpre_tf.errors import UserError, run_main
 from maskpre_tf.evaluation.extract import evaluate_model
-from maskpre_tf.models.maskpre import build_maskpre
+from maskpre_tf.models.maskpre import build_maskpre, make_optimizer
+from maskpre_tf.models.supervised import SupervisedReid
 from maskpre_tf.training import callbacks as cb
 from maskpre_tf.training.loop import Trainer, make_strategy
 
 TEACHER_WEIGHTS = "teacher.weights.h5"
+SOURCE_WEIGHTS = "source_pretrained.weights.h5"
+SOURCE_SEED_OFFSET = 1000
 CONFIG_FILE = "config.json"
 
 
@@ -42,9 +49,11 @@ def log(message: str) -> None:
 def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
     """The dataset of ``cfg`` (generating the demo set first if asked), corrupt images dropped."""
     if cfg.generate_demo:
-        from maskpre_tf.data.synth import ensure_demo_data
+        from maskpre_tf.data.synth import DEMO_SEED, ensure_demo_data
 
         ensure_demo_data(cfg.data_dir)
+        if cfg.source_dir:  # a second generated domain: other people, other cameras
+            ensure_demo_data(cfg.source_dir, seed=DEMO_SEED + SOURCE_SEED_OFFSET)
     options = {}
     if cfg.dataset == "folder":
         options = {"cam_pattern": cfg.cam_pattern, "manifest": cfg.manifest or None,
@@ -62,6 +71,48 @@ def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
         raise UserError(f"{cfg.data_dir}: {len(data.train)} training images, fewer than one "
                         f"batch (--batch_size={cfg.batch_size})")
     return data
+
+
+def pretrain_on_source(cfg: TrainConfig, model, strategy: tf.distribute.Strategy,
+                       is_chief: bool) -> None:
+    """Supervised pre-training of ``model.student`` on the labelled source domain.
+
+    The result is saved to ``<output_dir>/source_pretrained.weights.h5`` and reused when the
+    run restarts before its first MaskPre checkpoint; the teacher starts as a copy.
+    """
+    path = os.path.join(cfg.output_dir, SOURCE_WEIGHTS)
+    if os.path.exists(path):
+        model.student.load_weights(path)
+        model.copy_student_to_teacher()
+        log(f"source pre-training: reusing {path}")
+        return
+    source = datasets.load_dataset(cfg.source_dataset, cfg.source_dir)
+    source.train = [r for r in source.train if r.path not in set(
+        validate_images([r.path for r in source.train]))]
+    _, labels = np.unique([r.pid for r in source.train], return_inverse=True)
+    with strategy.scope():
+        supervised = SupervisedReid(model.student, int(labels.max()) + 1, cfg.batch_size,
+                                    weight_decay=cfg.weight_decay)
+        supervised.build_all((cfg.height, cfg.width, 3))
+        supervised.compile(optimizer=make_optimizer(cfg, epochs=cfg.source_epochs))
+        supervised.optimizer.build(supervised.trainable_variables)
+    sampler = PKSampler(labels, np.array([r.camid for r in source.train]), cfg.batch_size,
+                        cfg.num_instances, seed=cfg.seed)
+    epoch_now = {"epoch": 0}
+    dataset = make_train_dataset([r.path for r in source.train], sampler,
+                                 lambda: epoch_now["epoch"], cfg.iters, cfg.height, cfg.width,
+                                 cfg.batch_size, cfg.seed, pad=cfg.pad,
+                                 erase_prob=cfg.erase_prob)
+    state = cb.RunState(pseudo_labels=tf.Variable([0], dtype=tf.int64),
+                        epoch=tf.Variable(0, dtype=tf.int64))
+    progress = cb.ProgressCallback(state, cfg.batch_size, cfg.iters,
+                                   os.path.join(cfg.output_dir, "summary_source.json"),
+                                   log=log, prefix="source ")
+    Trainer(supervised, strategy, dataset, cfg.iters,
+            [_EpochTracker(epoch_now), progress]).fit(0, cfg.source_epochs)
+    if is_chief:
+        _atomic_save_weights(model.student, path)
+    model.copy_student_to_teacher()
 
 
 def write_config(cfg: TrainConfig, output_dir: str) -> None:
@@ -107,11 +158,18 @@ def train(cfg: TrainConfig) -> dict:
         checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
         log(f"resuming from {manager.latest_checkpoint} (epoch {int(state.epoch)} done)")
     initial_epoch = int(state.epoch)
-
     embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
-    labels = state.pseudo_labels.numpy()
+    before = {}
+    if initial_epoch == 0 and cfg.source_dataset:
+        if data.query:
+            init = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width)
+            log(f"initial weights: mAP {init['mAP']:.1%}, Rank-1 {init['rank1']:.1%}")
+            before["initial"] = init
+        pretrain_on_source(cfg, model, strategy, is_chief)
+
+    # Placeholder labels (one cluster per image); every epoch's clustering replaces them.
     camids = np.array([r.camid for r in data.train])
-    sampler = PKSampler(labels, camids, batch_size=cfg.batch_size,
+    sampler = PKSampler(np.arange(len(data.train)), camids, batch_size=cfg.batch_size,
                         num_instances=cfg.num_instances, seed=cfg.seed)
     epoch_now = {"epoch": initial_epoch}
     paths = [r.path for r in data.train]
@@ -119,10 +177,9 @@ def train(cfg: TrainConfig) -> dict:
                                  cfg.height, cfg.width, cfg.batch_size, cfg.seed, pad=cfg.pad,
                                  erase_prob=cfg.erase_prob)
 
-    before = {}
     if initial_epoch == 0 and data.query:
-        before = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width)
-        log(f"before training: mAP {before['mAP']:.1%}, Rank-1 {before['rank1']:.1%}")
+        before.update(evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width))
+        log(f"before MaskPre: mAP {before['mAP']:.1%}, Rank-1 {before['rank1']:.1%}")
     val = None
     if cfg.keep_best:
         val_data = datasets.load_dataset("auto", cfg.val_dir)

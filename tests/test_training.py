@@ -50,7 +50,7 @@ def test_update_teacher_is_the_ema_of_every_weight(model):
     student = [w.numpy() for w in model.student.weights]
     model.optimizer.iterations.assign(9)  # momentum min(1 - 1/10, 0.999) = 0.9
     model.update_teacher()
-    for t_old, s, t_new in zip(teacher_before, student, model.teacher.weights):
+    for t_old, s, t_new in zip(teacher_before, student, model.teacher.weights, strict=True):
         np.testing.assert_allclose(t_new.numpy(), 0.9 * t_old + 0.1 * s, rtol=1e-5, atol=1e-6)
     # BN moving statistics are averaged too, not only trainable weights.
     assert any("moving_variance" in w.path for w in model.teacher.weights)
@@ -81,9 +81,9 @@ def test_step_trains_student_moves_teacher_and_prototypes(model):
     logs = trainer.fit(0, 1)
     assert np.isfinite(logs["loss"]) and logs["mask_loss"] > 0 and logs["cluster_loss"] > 0
     assert any(np.abs(w.numpy() - w0).max() > 1e-5
-               for w, w0 in zip(model.student.trainable_weights, student0))
+               for w, w0 in zip(model.student.trainable_weights, student0, strict=True))
     assert any(np.abs(w.numpy() - w0).max() > 1e-6
-               for w, w0 in zip(model.teacher.weights, teacher0))
+               for w, w0 in zip(model.teacher.weights, teacher0, strict=True))
     assert np.abs(model.prototypes.numpy()[:4] - protos0[:4]).max() > 1e-4
     np.testing.assert_allclose(np.linalg.norm(model.prototypes.numpy()[:4], axis=1), 1.0,
                                rtol=1e-5)

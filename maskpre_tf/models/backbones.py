@@ -122,7 +122,8 @@ def resnet_small(input_shape: tuple[int, int, int], sync_bn: bool = False,
                             name="stem_conv")(inputs)
     x = bn("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
-    for stage, (filters, depth, stride) in enumerate(zip(widths, blocks, (1, 2, 2, 1))):
+    strides = (1, 2, 2, 1)
+    for stage, (filters, depth, stride) in enumerate(zip(widths, blocks, strides, strict=True)):
         for block in range(depth):
             x = _basic_block(x, filters, stride if block == 0 else 1,
                              f"stage{stage + 1}_block{block + 1}", bn)

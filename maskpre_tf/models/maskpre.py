@@ -116,7 +116,7 @@ class MaskPre(keras.Model):
 
     def copy_student_to_teacher(self) -> None:
         """Set the teacher's weights (and BN statistics) equal to the student's."""
-        for t_var, s_var in zip(self.teacher.weights, self.student.weights):
+        for t_var, s_var in zip(self.teacher.weights, self.student.weights, strict=True):
             t_var.assign(s_var)
 
     def drop_rate(self) -> tf.Tensor:
@@ -148,7 +148,7 @@ class MaskPre(keras.Model):
         num_active = self.num_clusters
         prototypes = tf.stop_gradient(tf.convert_to_tensor(self.prototypes))
         teacher_logits = losses.prototype_logits(teacher_emb, prototypes, num_active,
-                                                 cfg.temperature)
+                                                 cfg.consistency_temperature)
         per_example = {"cluster_loss": 0.0, "mask_loss": 0.0, "consistency_loss": 0.0}
         features = 0.0
         for view in (0, 1):
@@ -164,7 +164,7 @@ class MaskPre(keras.Model):
                     predicted, teacher_map, keep)
             if cfg.consistency_weight > 0:
                 student_logits = losses.prototype_logits(emb, prototypes, num_active,
-                                                         cfg.temperature)
+                                                         cfg.consistency_temperature)
                 per_example["consistency_loss"] += 0.5 * losses.cross_view_consistency_loss(
                     student_logits, teacher_logits, num_active)
         result = {name: tf.nn.compute_average_loss(
@@ -187,13 +187,14 @@ class MaskPre(keras.Model):
             loss = out["loss"]
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
-        if self.cfg.weight_decay > 0:
-            # L2 on the gradients, as torch.optim.Adam(weight_decay=...) in the reference
-            # recipes. Replica gradients are summed, so each replica adds its share.
-            replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-            decay = self.cfg.weight_decay / replicas
-            grads = [g + decay * tf.cast(v, g.dtype) for g, v in zip(grads, variables)]
-        self.optimizer.apply_gradients(zip(grads, variables))
+        # L2 on the gradients, as torch.optim.Adam(weight_decay=...) in the reference recipes.
+        # Replica gradients are summed, so each replica adds its share. Heads switched off by
+        # a zero loss weight get no gradient and are left alone.
+        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
+        decay = self.cfg.weight_decay / replicas
+        self.optimizer.apply_gradients(
+            (g + decay * tf.cast(v, g.dtype), v)
+            for g, v in zip(grads, variables, strict=True) if g is not None)
         out["label"] = batch["label"]
         return out
 
@@ -220,7 +221,7 @@ class MaskPre(keras.Model):
     def update_teacher(self) -> None:
         """θ_t ← m·θ_t + (1 − m)·θ_s for every teacher weight and BN statistic."""
         m = self.ema_momentum()
-        for t_var, s_var in zip(self.teacher.weights, self.student.weights):
+        for t_var, s_var in zip(self.teacher.weights, self.student.weights, strict=True):
             t_var.assign(m * t_var + (1.0 - m) * tf.cast(s_var, t_var.dtype))
 
     def reset_prototypes(self, centroids) -> None:
@@ -253,10 +254,15 @@ def build_encoder(cfg, sync_bn: bool = False, weights: str | None = None,
     return encoder
 
 
-def make_optimizer(cfg) -> keras.optimizers.Optimizer:
-    """Adam with the step schedule (x0.1 after ``cfg.lr_step`` epochs); loss scaling for fp16."""
+def make_optimizer(cfg, epochs: int | None = None) -> keras.optimizers.Optimizer:
+    """Adam with the step schedule; loss scaling for float16.
+
+    The learning rate drops x0.1 after ``cfg.lr_step`` epochs (for a phase of another length,
+    ``epochs``, after the same fraction of it).
+    """
+    step_epoch = cfg.lr_step if epochs is None else round(cfg.lr_step * epochs / cfg.epochs)
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [cfg.lr_step * cfg.iters], [cfg.lr, cfg.lr * 0.1])
+        [step_epoch * cfg.iters], [cfg.lr, cfg.lr * 0.1])
     optimizer = keras.optimizers.Adam(learning_rate=schedule)
     if cfg.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)

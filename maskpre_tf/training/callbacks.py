@@ -50,6 +50,18 @@ def centroids(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
+def outliers_as_instances(labels: np.ndarray) -> np.ndarray:
+    """Give every outlier (-1) its own new cluster id after the existing ones.
+
+    SpCL's hybrid memory (Ge et al., NeurIPS 2020) keeps un-clustered instances as their own
+    classes instead of discarding them. labels [N] in -1..K-1 → [N] in 0..K+n_outliers-1.
+    """
+    out = labels.copy()
+    outliers = out < 0
+    out[outliers] = out.max(initial=-1) + 1 + np.arange(int(outliers.sum()))
+    return out
+
+
 class ClusteringCallback(keras.callbacks.Callback):
     """At each epoch's start: teacher features → pseudo labels → prototypes and sampler.
 
@@ -76,13 +88,15 @@ class ClusteringCallback(keras.callbacks.Callback):
         start = time.perf_counter()
         features = extract_features(self.embed, self.paths, cfg.height, cfg.width)
         labels = cluster(features, eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1,
-                         k2=cfg.k2)
+                         k2=cfg.k2, camids=self.camids if cfg.camera_aware else None)
         stats = cluster_statistics(labels, self.true_pids)
         stats["cluster_seconds"] = time.perf_counter() - start
         self.state.cluster_stats = stats
+        if cfg.outliers == "instances":
+            labels = outliers_as_instances(labels)
         self.state.pseudo_labels.assign(labels.astype(np.int64))
         needed = cfg.num_ids_per_batch
-        if stats["num_clusters"] < needed:
+        if int(labels.max(initial=-1)) + 1 < needed:
             self.log(f"epoch {epoch + 1}: clustering found {stats['num_clusters']} clusters, "
                      f"fewer than the {needed} identities a batch needs; epoch skipped "
                      "(try a larger --eps or smaller --batch_size)")
@@ -207,8 +221,9 @@ class ProgressCallback(keras.callbacks.Callback):
     """One line per epoch with losses and throughput; a JSON summary at the end."""
 
     def __init__(self, state: RunState, batch_size: int, steps: int, summary_path: str,
-                 log: Callable[[str], None] = print):
+                 log: Callable[[str], None] = print, prefix: str = ""):
         super().__init__()
+        self.prefix = prefix
         self.state = state
         self.batch_size = batch_size
         self.steps = steps
@@ -229,10 +244,10 @@ class ProgressCallback(keras.callbacks.Callback):
             seconds = time.perf_counter() - self.first_step
             logs["images_per_second"] = self.batch_size * self.steps / max(seconds, 1e-9)
             logs["epoch_seconds"] = time.perf_counter() - self.start
-            self.log(f"epoch {epoch + 1}: loss {logs['loss']:.3f} (cluster "
-                     f"{logs['cluster_loss']:.3f}, mask {logs['mask_loss']:.3f}, consistency "
-                     f"{logs['consistency_loss']:.3f}), {logs['images_per_second']:.1f} img/s, "
-                     f"{logs['epoch_seconds']:.0f} s")
+            terms = ", ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in logs.items()
+                              if k.endswith("_loss"))
+            self.log(f"{self.prefix}epoch {epoch + 1}: loss {logs['loss']:.3f} ({terms}), "
+                     f"{logs['images_per_second']:.1f} img/s, {logs['epoch_seconds']:.0f} s")
         logs.update(self.state.eval_results)
         logs.update({k: v for k, v in self.state.cluster_stats.items()
                      if isinstance(v, (int, float))})

@@ -22,7 +22,7 @@ import tensorflow as tf
 
 from maskpre_tf.errors import UserError
 
-LOSS_NAMES = ("loss", "cluster_loss", "mask_loss", "consistency_loss")
+BATCH_OUTPUTS = ("features", "label")  # per-example step outputs; the rest are scalar losses
 
 
 class NonFiniteLossError(UserError):
@@ -75,7 +75,8 @@ class Trainer:
         batch = next(iterator)
         out = self.strategy.run(self.model.train_step, args=(batch,))
         reduce = tf.distribute.ReduceOp.SUM
-        scalars = {k: self.strategy.reduce(reduce, out[k], axis=None) for k in LOSS_NAMES}
+        scalars = {k: self.strategy.reduce(reduce, v, axis=None)
+                   for k, v in out.items() if k not in BATCH_OUTPUTS}
         features = self.strategy.gather(out["features"], axis=0)
         labels = self.strategy.gather(out["label"], axis=0)
         self.model.finish_step(features, labels, scalars)

@@ -57,13 +57,13 @@ def main():
 
     def max_diff(a_vars, b_vars):
         return max(float(np.max(np.abs(np.asarray(a) - np.asarray(b))))
-                   for a, b in zip(a_vars, b_vars))
+                   for a, b in zip(a_vars, b_vars, strict=True))
 
     def rel_l2(a_vars, b_vars, ref_vars):
         diff = sum(float(np.sum((np.asarray(a) - np.asarray(b)) ** 2))
-                   for a, b in zip(a_vars, b_vars))
+                   for a, b in zip(a_vars, b_vars, strict=True))
         change = sum(float(np.sum((np.asarray(a) - np.asarray(r)) ** 2))
-                     for a, r in zip(a_vars, ref_vars))
+                     for a, r in zip(a_vars, ref_vars, strict=True))
         return (diff / change) ** 0.5
 
     replica_spread = 0.0
