@@ -99,7 +99,8 @@ class ClusteringCallback(keras.callbacks.Callback):
         if int(labels.max(initial=-1)) + 1 < needed:
             self.log(f"epoch {epoch + 1}: clustering found {stats['num_clusters']} clusters, "
                      f"fewer than the {needed} identities a batch needs; epoch skipped "
-                     "(try a larger --eps or smaller --batch_size)")
+                     "(a smaller --eps splits merged clusters, a larger one admits outliers; "
+                     "--outliers=instances or a smaller --batch_size also help)")
             self.model.skip_epoch = True
             return
         with self.model.distribute_strategy.scope():

@@ -1,0 +1,124 @@
+"""End-to-end runs of ``python -m maskpre_tf.train``: kill and resume, determinism, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from maskpre_tf.data.synth import generate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def tiny_flags(data_dir: str, output_dir: str, **extra) -> list[str]:
+    flags = {
+        "dataset": "market1501", "data_dir": data_dir, "output_dir": output_dir,
+        "backbone": "resnet_small", "backbone_weights": "none", "height": 64, "width": 32,
+        "pad": 2, "batch_size": 16, "num_instances": 4, "epochs": 3, "iters": 3, "lr_step": 2,
+        "eps": 0.5, "k1": 8, "k2": 2, "min_samples": 2, "outliers": "instances",
+        "eval_every": 1,
+        "precision": "float32", "seed": 3,
+    }
+    flags.update(extra)
+    return [f"--{k}={v}" for k, v in flags.items()]
+
+
+def run_train(flags: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    return subprocess.run([sys.executable, "-m", "maskpre_tf.train", *flags], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def checkpoint_tensor(checkpoint: str, name: str) -> np.ndarray:
+    return tf.train.load_checkpoint(checkpoint).get_tensor(f"{name}/.ATTRIBUTES/VARIABLE_VALUE")
+
+
+@pytest.fixture(scope="module")
+def reference_run(synth_market, tmp_path_factory):
+    """An uninterrupted tiny run."""
+    out = str(tmp_path_factory.mktemp("reference"))
+    proc = run_train(tiny_flags(synth_market, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc.stdout
+
+
+def test_run_writes_checkpoints_summary_and_logs(reference_run):
+    out, stdout = reference_run
+    assert "before MaskPre: mAP" in stdout and "after training: mAP" in stdout
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    assert 0.0 <= summary["after"]["mAP"] <= 1.0
+    with open(os.path.join(out, "summary_epochs.json")) as f:
+        epochs = json.load(f)["epochs"]
+    assert [e["epoch"] for e in epochs] == [1, 2, 3]
+    assert all(e["images_per_second"] > 0 and "num_clusters" in e for e in epochs)
+    assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).endswith("ckpt-3")
+    assert os.path.isfile(os.path.join(out, "teacher.weights.h5"))
+    events = os.listdir(os.path.join(out, "logs"))
+    assert any(name.startswith("events.out.tfevents") for name in events)
+
+
+def test_kill_and_resume_gives_the_uninterrupted_result(reference_run, synth_market,
+                                                        tmp_path):
+    ref_out, _ = reference_run
+    out = str(tmp_path / "killed")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    proc = subprocess.Popen([sys.executable, "-m", "maskpre_tf.train",
+                             *tiny_flags(synth_market, out)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = os.path.join(out, "checkpoints", "ckpt-1.index")
+    deadline = time.time() + 300
+    while not os.path.exists(first) and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert os.path.exists(first), "the run ended before its first checkpoint"
+    latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+    saved_labels = checkpoint_tensor(latest, "pseudo_labels")
+    saved_epoch = int(checkpoint_tensor(latest, "epoch"))
+    assert saved_epoch in (1, 2)
+
+    resumed = run_train(tiny_flags(synth_market, out))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming from {latest} (epoch {saved_epoch} done)" in resumed.stdout
+    assert "before MaskPre" not in resumed.stdout  # no re-initialisation
+    # The restored pseudo labels are the ones that were saved ...
+    assert np.array_equal(checkpoint_tensor(latest, "pseudo_labels"), saved_labels)
+    # ... and the resumed run ends where the uninterrupted one did.
+    ref_final = os.path.join(ref_out, "checkpoints", "ckpt-3")
+    final = os.path.join(out, "checkpoints", "ckpt-3")
+    np.testing.assert_array_equal(checkpoint_tensor(final, "pseudo_labels"),
+                                  checkpoint_tensor(ref_final, "pseudo_labels"))
+    ref_reader = tf.train.load_checkpoint(ref_final)
+    reader = tf.train.load_checkpoint(final)
+    teacher_keys = [k for k in ref_reader.get_variable_to_shape_map()
+                    if k.startswith("model/teacher") and "OPTIMIZER" not in k]
+    assert teacher_keys
+    for key in teacher_keys:
+        np.testing.assert_allclose(reader.get_tensor(key), ref_reader.get_tensor(key),
+                                   rtol=1e-3, atol=1e-4)  # float reduction order
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path):
+    proc = run_train(tiny_flags(str(tmp_path / "nowhere"), str(tmp_path / "out")))
+    assert proc.returncode == 2
+    assert "nowhere" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_corrupt_training_images_are_skipped_with_a_count(tmp_path):
+    data = str(tmp_path / "data")
+    generate(data, identities=12, cameras=3, seed=5, images_per_camera=4, verbose=False)
+    train_dir = os.path.join(data, "bounding_box_train")
+    victims = sorted(os.listdir(train_dir))[:3]
+    for name in victims:
+        with open(os.path.join(train_dir, name), "r+b") as f:
+            f.truncate(100)
+    proc = run_train(tiny_flags(data, str(tmp_path / "out"), epochs=1))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "skipping 3 unreadable training images" in proc.stdout
