@@ -33,7 +33,7 @@ from maskpre_tf.evaluation.extract import evaluate_model
 from maskpre_tf.models.maskpre import build_maskpre, make_optimizer
 from maskpre_tf.models.supervised import SupervisedReid
 from maskpre_tf.training import callbacks as cb
-from maskpre_tf.training.loop import Trainer, make_strategy
+from maskpre_tf.training.loop import Trainer, make_strategy, worker_info
 
 TEACHER_WEIGHTS = "teacher.weights.h5"
 SOURCE_WEIGHTS = "source_pretrained.weights.h5"
@@ -135,12 +135,17 @@ def write_config(cfg: TrainConfig, output_dir: str) -> None:
 def train(cfg: TrainConfig) -> dict:
     """Run (or resume) a whole training; returns the summary dict."""
     start = time.perf_counter()
+    strategy = make_strategy(cfg.strategy)  # first: multi-worker set-up precedes other TF work
+    worker = worker_info(strategy)
+    is_chief = worker.is_chief
     data = load_data(cfg)
     keras.utils.set_random_seed(cfg.seed)
     keras.mixed_precision.set_global_policy(cfg.precision)
-    strategy = make_strategy(cfg.strategy)
-    is_chief = _is_chief(strategy)
     os.makedirs(cfg.output_dir, exist_ok=True)
+    # Only the chief writes the run's files; other workers write to a scratch folder.
+    own_dir = cfg.output_dir if is_chief else os.path.join(cfg.output_dir,
+                                                            f"worker_{worker.index}")
+    os.makedirs(own_dir, exist_ok=True)
     if is_chief:
         write_config(cfg, cfg.output_dir)
     with strategy.scope():
@@ -150,18 +155,20 @@ def train(cfg: TrainConfig) -> dict:
         epoch=tf.Variable(0, dtype=tf.int64, trainable=False))
     checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
                                      pseudo_labels=state.pseudo_labels, epoch=state.epoch)
-    ckpt_dir = os.path.join(cfg.output_dir, "checkpoints")
-    if not is_chief:  # other workers write to a scratch copy (tf.distribute convention)
-        ckpt_dir = os.path.join(cfg.output_dir, f"worker_scratch_{_task_id()}")
-    manager = tf.train.CheckpointManager(checkpoint, ckpt_dir, max_to_keep=3)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        log(f"resuming from {manager.latest_checkpoint} (epoch {int(state.epoch)} done)")
+    # Every worker saves (saving may run collectives) but only the chief's copy is the run's;
+    # every worker resumes from the chief's latest checkpoint.
+    manager = tf.train.CheckpointManager(checkpoint, os.path.join(own_dir, "checkpoints"),
+                                         max_to_keep=3)
+    latest = tf.train.latest_checkpoint(os.path.join(cfg.output_dir, "checkpoints"))
+    if latest:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+        log(f"resuming from {latest} (epoch {int(state.epoch)} done)")
     initial_epoch = int(state.epoch)
     embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
     before = {}
+    evaluate_here = bool(data.query) and is_chief
     if initial_epoch == 0 and cfg.source_dataset:
-        if data.query:
+        if evaluate_here:
             init = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width)
             log(f"initial weights: mAP {init['mAP']:.1%}, Rank-1 {init['rank1']:.1%}")
             before["initial"] = init
@@ -177,7 +184,7 @@ def train(cfg: TrainConfig) -> dict:
                                  cfg.height, cfg.width, cfg.batch_size, cfg.seed, pad=cfg.pad,
                                  erase_prob=cfg.erase_prob)
 
-    if initial_epoch == 0 and data.query:
+    if initial_epoch == 0 and evaluate_here:
         before.update(evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width))
         log(f"before MaskPre: mAP {before['mAP']:.1%}, Rank-1 {before['rank1']:.1%}")
     val = None
@@ -187,13 +194,14 @@ def train(cfg: TrainConfig) -> dict:
     best_path = os.path.join(cfg.output_dir, "best_" + TEACHER_WEIGHTS)
     sample = next(iter(make_eval_dataset(paths[:4], cfg.height, cfg.width, 4))).numpy()
     progress = cb.ProgressCallback(state, cfg.batch_size, cfg.iters,
-                                   os.path.join(cfg.output_dir, "summary_epochs.json"), log=log)
+                                   os.path.join(own_dir, "summary_epochs.json"), log=log)
     callbacks = [
         _EpochTracker(epoch_now),
         cb.ClusteringCallback(state, data.train, sampler, cfg, embed, log=log),
-        cb.EvaluationCallback(state, data.query, data.gallery, cfg, embed, cfg.eval_every,
-                              cfg.epochs, val=val, best_path=best_path, log=log),
-        cb.CheckpointCallback(state, manager, write=True),
+        cb.EvaluationCallback(state, data.query if is_chief else [], data.gallery, cfg, embed,
+                              cfg.eval_every, cfg.epochs, val=val if is_chief else None,
+                              best_path=best_path, log=log),
+        cb.CheckpointCallback(state, manager),
         progress,
     ]
     if is_chief:
@@ -208,15 +216,15 @@ def train(cfg: TrainConfig) -> dict:
             model.teacher.load_weights(best_path)
         _atomic_save_weights(model.teacher, final_path)
     after = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width) \
-        if data.query else {}
+        if evaluate_here else {}
     summary = {"before": before, "after": after, "epochs": cfg.epochs,
                "seconds": time.perf_counter() - start, "teacher_weights": final_path,
                "config_digest": cfg.digest()}
     if after:
         log(f"after training: mAP {after['mAP']:.1%}, Rank-1 {after['rank1']:.1%}, "
             f"Rank-5 {after['rank5']:.1%}, Rank-10 {after['rank10']:.1%}")
-    log(f"done in {summary['seconds']:.0f} s; teacher weights in {final_path}")
     if is_chief:
+        log(f"done in {summary['seconds']:.0f} s; teacher weights in {final_path}")
         with open(os.path.join(cfg.output_dir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=1)
     return summary
@@ -237,19 +245,6 @@ def _atomic_save_weights(model: keras.Model, path: str) -> None:
     tmp = path[: -len(".weights.h5")] + ".tmp.weights.h5"
     model.save_weights(tmp)
     os.replace(tmp, path)
-
-
-def _task_id() -> int:
-    return json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0)
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.task_type:
-        return True
-    return resolver.task_type == "chief" or (
-        resolver.task_type == "worker" and resolver.task_id == 0
-        and "chief" not in resolver.cluster_spec().as_dict())
 
 
 def main(argv: list[str]) -> None:

@@ -1,1 +1,1 @@
-"""Pseudo labels: faiss k-NN, sparse k-reciprocal Jaccard distance, DBSCAN and cluster statistics."""
+"""Pseudo labels: faiss k-NN, sparse k-reciprocal Jaccard distance, DBSCAN, statistics."""

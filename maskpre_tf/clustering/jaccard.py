@@ -3,7 +3,9 @@
 Definition (the variant used for pseudo labels by cluster-contrast, SpCL and MMT), for
 L2-normalised features ``x_i`` with original distance ``d(i, j) = 2 - 2 <x_i, x_j>``:
 
-1. ``N(i, k)``: the ``k + 1`` nearest samples of ``i`` (itself included) by ``d``.
+1. ``N(i, k)``: the ``k + 1`` nearest samples of ``i`` (itself included) by ``d``, as in Zhong
+   et al. (faiss-based implementations that ask the search for only ``k1`` neighbours end up
+   with ``k1`` samples in ``N(i, k1)``).
 2. k-reciprocal set ``R(i, k) = {j in N(i, k) : i in N(j, k)}``.
 3. Expansion: ``R*(i)`` is ``R(i, k1)`` joined with every ``R(c, round(k1 / 2))``,
    ``c in R(i, k1)``, that satisfies ``|R(c, k1/2) ∩ R(i, k1)| > 2/3 |R(c, k1/2)|``.
@@ -243,8 +245,10 @@ def jaccard_from_encoding(
     """Jaccard distances ``1 - sum(min) / sum(max)`` between all rows of ``w`` that overlap.
 
     Walks an inverted index (the columns of ``w``): for a block of rows, every stored
-    ``w[i, h]`` meets every stored ``w[j, h]`` of the same column, giving ``min`` terms that are
-    summed per pair ``(i, j)``; ``sum(max) = s_i + s_j - sum(min)`` with row sums ``s``.
+    ``w[i, h]`` meets every stored ``w[j, h]``, ``j >= i``, of the same column, giving ``min``
+    terms that are summed per pair ``(i, j)`` (one sort of int64 keys per block);
+    ``sum(max) = s_i + s_j - sum(min)`` with row sums ``s``. The distance is symmetric, so only
+    pairs ``j >= i`` are computed and then mirrored.
 
     Args:
       w: ``[N, N]`` float32 CSR with non-negative entries.
@@ -262,47 +266,78 @@ def jaccard_from_encoding(
         raise UserError(f"row_order must be 'column' or 'distance', got {row_order!r}")
     n = w.shape[0]
     w = sp.csr_array(w)
-    wc = sp.csc_array(w)
-    c_ptr = wc.indptr.astype(np.int64)
-    c_ind, c_val = wc.indices, wc.data
-    c_len = np.diff(c_ptr)
+    w.sort_indices()
+    nnz = w.nnz
     r_ptr = w.indptr.astype(np.int64)
     r_ind, r_val = w.indices, w.data
+    # Column view whose data are 1-based CSR entry numbers: gives each CSR entry (i, h) its
+    # position in column h, after which come exactly the rows j > i of that column.
+    entry_ids = np.arange(1, nnz + 1, dtype=np.int64)
+    wc = sp.csr_array((entry_ids, r_ind, w.indptr), shape=w.shape).tocsc()
+    wc.sort_indices()
+    c_ptr = wc.indptr.astype(np.int64)
+    c_ind = wc.indices
+    csc_pos = np.empty(nnz, dtype=np.int64)
+    csc_pos[wc.data - 1] = np.arange(nnz, dtype=np.int64)
+    c_val = r_val[wc.data - 1]
+    del wc
     row_sum = np.bincount(np.repeat(np.arange(n), np.diff(r_ptr)), weights=r_val, minlength=n)
-    entry_cost = c_len[r_ind]
+    entry_cost = c_ptr[r_ind.astype(np.int64) + 1] - csc_pos
     cum = np.concatenate(([0], np.cumsum(entry_cost, dtype=np.int64)))
     row_cost = cum[r_ptr[1:]] - cum[r_ptr[:-1]]
-    out_counts = np.zeros(n, dtype=np.int64)
+    out_rows: list[np.ndarray] = []
     out_cols: list[np.ndarray] = []
     out_vals: list[np.ndarray] = []
     for a, b in _blocks(row_cost, max_triples):
         lo, hi = r_ptr[a], r_ptr[b]
+        t_len = entry_cost[lo:hi]
+        pos = _segment_positions(csc_pos[lo:hi], t_len)
         e_row = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(r_ptr[a : b + 1]))
-        e_col = r_ind[lo:hi]
-        t_len = c_len[e_col]
-        pos = _segment_positions(c_ptr[e_col], t_len)
-        t_row = np.repeat(e_row, t_len)
-        t_min = np.minimum(np.repeat(r_val[lo:hi].astype(np.float64), t_len), c_val[pos])
-        block = sp.csr_array((t_min, (t_row, c_ind[pos])), shape=(b - a, n))
-        block.sum_duplicates()
-        b_rows = np.repeat(np.arange(b - a, dtype=np.int64), np.diff(block.indptr))
-        b_cols = block.indices.astype(np.int64)
-        m = block.data
-        dist = 1.0 - m / (row_sum[a + b_rows] + row_sum[b_cols] - m)
-        dist = np.maximum(dist, 0.0)
+        key = np.repeat(e_row * n, t_len) + c_ind[pos]
+        t_min = np.minimum(np.repeat(r_val[lo:hi], t_len), c_val[pos])
+        del pos
+        order = np.argsort(key)
+        key = key[order]
+        starts = np.flatnonzero(np.concatenate(([True], key[1:] != key[:-1])))
+        m = np.add.reduceat(t_min[order], starts, dtype=np.float64)
+        key = key[starts]
+        del order, starts, t_min
+        rows = key // n + a
+        cols = key % n
+        dist = np.maximum(1.0 - m / (row_sum[rows] + row_sum[cols] - m), 0.0).astype(np.float32)
         if max_distance is not None:
             keep = dist <= max_distance
-            b_rows, b_cols, dist = b_rows[keep], b_cols[keep], dist[keep]
-        if row_order == "distance":
-            order = np.lexsort((b_cols, dist, b_rows))
-            b_rows, b_cols, dist = b_rows[order], b_cols[order], dist[order]
-        out_counts[a:b] = np.bincount(b_rows, minlength=b - a)
-        out_cols.append(b_cols)
-        out_vals.append(dist.astype(np.float32))
+            rows, cols, dist = rows[keep], cols[keep], dist[keep]
+        out_rows.append(rows)
+        out_cols.append(cols)
+        out_vals.append(dist)
+    rows = np.concatenate(out_rows) if out_rows else np.empty(0, np.int64)
     cols = np.concatenate(out_cols) if out_cols else np.empty(0, np.int64)
     vals = np.concatenate(out_vals) if out_vals else np.empty(0, np.float32)
-    indptr = np.concatenate(([0], np.cumsum(out_counts)))
-    return _csr(indptr, cols, vals, n)
+    del out_rows, out_cols, out_vals
+    return _symmetric_csr(rows, cols, vals, n, row_order)
+
+
+def _symmetric_csr(
+    rows: np.ndarray, cols: np.ndarray, vals: np.ndarray, n: int, row_order: str
+) -> sp.csr_array:
+    """CSR of the upper-triangle triples ``(rows <= cols)`` and their mirror images.
+
+    Rows are ordered by column index or by value (``row_order``), using one int64 sort key:
+    the row in the high 32 bits, and the column or the bit pattern of the non-negative float32
+    value (which orders like the value) in the low 32 bits.
+    """
+    off = rows != cols
+    all_rows = np.concatenate((rows, cols[off]))
+    all_cols = np.concatenate((cols, rows[off]))
+    all_vals = np.concatenate((vals, vals[off]))
+    del rows, cols, vals, off
+    low = all_cols if row_order == "column" else all_vals.view(np.uint32).astype(np.int64)
+    order = np.argsort((all_rows << 32) | low)
+    del low
+    counts = np.bincount(all_rows, minlength=n)
+    indptr = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    return _csr(indptr, all_cols[order], all_vals[order], n)
 
 
 def _check_ks(k1: int, k2: int) -> None:

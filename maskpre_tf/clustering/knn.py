@@ -2,7 +2,7 @@
 
 The pseudo-label engine needs, for every training feature, its ``k`` most similar features by
 cosine similarity (inner product of L2-normalised vectors; the squared Euclidean distance
-``2 - 2 cos`` ranks neighbours identically). Two search back-ends are offered:
+``2 - 2 cos`` ranks neighbours identically). Three search back-ends are offered:
 
 * ``"flat"``: exact brute-force search that exploits the symmetry of an all-pairs search
   (the queries are the database): similarities are computed one ``B x B`` tile at a time for

@@ -22,6 +22,7 @@ from maskpre_tf.clustering.cluster import cluster, cluster_statistics
 from maskpre_tf.data.datasets import Record
 from maskpre_tf.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, PKSampler
 from maskpre_tf.evaluation.extract import evaluate_model, extract_features
+from maskpre_tf.training.loop import sum_over_workers, worker_info
 
 
 @dataclass
@@ -83,12 +84,28 @@ class ClusteringCallback(keras.callbacks.Callback):
         self.embed = embed
         self.log = log
 
+    def teacher_features(self, strategy, worker) -> np.ndarray:
+        """Teacher embeddings [N, D] of all training images; each worker embeds its share."""
+        rows = np.arange(len(self.paths))[worker.index::worker.count]
+        local = extract_features(self.embed, [self.paths[i] for i in rows], self.cfg.height,
+                                 self.cfg.width)
+        if worker.count == 1:
+            return local
+        full = np.zeros((len(self.paths), local.shape[1]), np.float32)
+        full[rows] = local
+        return sum_over_workers(strategy, full)
+
     def on_epoch_begin(self, epoch, logs=None):
         cfg = self.cfg
         start = time.perf_counter()
-        features = extract_features(self.embed, self.paths, cfg.height, cfg.width)
-        labels = cluster(features, eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1,
-                         k2=cfg.k2, camids=self.camids if cfg.camera_aware else None)
+        strategy = self.model.distribute_strategy
+        worker = worker_info(strategy)
+        features = self.teacher_features(strategy, worker)
+        labels = np.zeros(len(self.paths), np.float64)
+        if worker.is_chief:  # the chief clusters; every worker receives its labels
+            labels = cluster(features, eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1,
+                             k2=cfg.k2, camids=self.camids if cfg.camera_aware else None)
+        labels = np.rint(sum_over_workers(strategy, labels.astype(np.float64))).astype(np.int64)
         stats = cluster_statistics(labels, self.true_pids)
         stats["cluster_seconds"] = time.perf_counter() - start
         self.state.cluster_stats = stats
@@ -155,19 +172,18 @@ class CheckpointCallback(keras.callbacks.Callback):
 
     The manager writes the checkpoint's files first and then replaces the small ``checkpoint``
     index file that names the latest one, so a kill at any moment leaves the previous checkpoint
-    as the latest valid one. Only the chief writes (``write=False`` on other workers).
+    as the latest valid one. Under multi-worker training every worker saves (saving may run
+    collectives), each to its own folder; the chief's is the run's checkpoint.
     """
 
-    def __init__(self, state: RunState, manager: tf.train.CheckpointManager, write: bool = True):
+    def __init__(self, state: RunState, manager: tf.train.CheckpointManager):
         super().__init__()
         self.state = state
         self.manager = manager
-        self.write = write
 
     def on_epoch_end(self, epoch, logs=None):
         self.state.epoch.assign(epoch + 1)
-        if self.write:
-            self.manager.save(checkpoint_number=epoch + 1)
+        self.manager.save(checkpoint_number=epoch + 1)
 
 
 class TensorBoardCallback(keras.callbacks.Callback):

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.errors import UserError
@@ -45,6 +47,52 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     raise UserError(f"--strategy={name}: expected default, mirrored or multi_worker")
 
 
+@dataclass(frozen=True)
+class WorkerInfo:
+    """Where this process stands in the cluster: index in 0..count-1; index 0 is the chief."""
+
+    index: int = 0
+    count: int = 1
+
+    @property
+    def is_chief(self) -> bool:
+        return self.index == 0
+
+
+def worker_info(strategy: tf.distribute.Strategy) -> WorkerInfo:
+    """This worker's index among all tasks of ``TF_CONFIG`` (chief first, then workers)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return WorkerInfo()
+    spec = resolver.cluster_spec().as_dict()
+    tasks = [("chief", i) for i in range(len(spec.get("chief", [])))]
+    tasks += [("worker", i) for i in range(len(spec.get("worker", [])))]
+    return WorkerInfo(tasks.index((resolver.task_type, resolver.task_id)), len(tasks))
+
+
+def sum_over_workers(strategy: tf.distribute.Strategy, local: np.ndarray) -> np.ndarray:
+    """Element-wise sum of each worker's ``local`` array (same shape everywhere).
+
+    Each worker's first local replica contributes its array once through the strategy's
+    all-reduce. With one worker it returns ``local`` unchanged. Used to gather sharded features
+    (each worker fills its rows, zeros elsewhere) and to broadcast the chief's pseudo labels.
+    """
+    if worker_info(strategy).count == 1:
+        return local
+    local_replicas = len(strategy.extended.worker_devices)
+
+    def contribute(value):
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return tf.where(replica % local_replicas == 0, value, tf.zeros_like(value))
+
+    @tf.function
+    def all_reduce(value):
+        per_replica = strategy.run(contribute, args=(value,))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+    return all_reduce(tf.constant(local)).numpy()
+
+
 class Trainer:
     """Runs epochs of ``steps_per_epoch`` distributed steps with Keras callbacks.
 
@@ -67,7 +115,13 @@ class Trainer:
         self.steps_per_epoch = int(steps_per_epoch)
         self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model,
                                                       epochs=None, steps=steps_per_epoch)
-        self.dist_dataset = strategy.experimental_distribute_dataset(dataset)
+        options = tf.data.Options()
+        # The sampler's stream has no files to shard: every worker reads the same global
+        # batches and keeps its own share of each.
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA)
+        self.dist_dataset = strategy.experimental_distribute_dataset(
+            dataset.with_options(options))
         self._step_fn = tf.function(self._step)
 
     def _step(self, iterator) -> dict[str, tf.Tensor]:
