@@ -160,19 +160,19 @@ _HELP = {
 }
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Define one absl flag per :class:`TrainConfig` field, with its default."""
     for field in dataclasses.fields(TrainConfig):
         default = field.default
-        help_text = _HELP[field.name]
+        args = (field.name, default, _HELP[field.name])
         if isinstance(default, bool):
-            flags.DEFINE_bool(field.name, default, help_text)
+            flags.DEFINE_bool(*args, flag_values=flag_values)
         elif isinstance(default, int):
-            flags.DEFINE_integer(field.name, default, help_text)
+            flags.DEFINE_integer(*args, flag_values=flag_values)
         elif isinstance(default, float):
-            flags.DEFINE_float(field.name, default, help_text)
+            flags.DEFINE_float(*args, flag_values=flag_values)
         else:
-            flags.DEFINE_string(field.name, default, help_text)
+            flags.DEFINE_string(*args, flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues) -> TrainConfig:

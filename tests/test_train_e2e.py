@@ -122,3 +122,24 @@ def test_corrupt_training_images_are_skipped_with_a_count(tmp_path):
     proc = run_train(tiny_flags(data, str(tmp_path / "out"), epochs=1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "skipping 3 unreadable training images" in proc.stdout
+
+
+def test_domain_adaptation_beats_the_source_only_model(tmp_path):
+    """Labelled generated domain → unlabelled generated domain (other people, other cameras)."""
+    source, target = str(tmp_path / "source"), str(tmp_path / "target")
+    generate(source, identities=60, cameras=4, seed=11, images_per_camera=3, verbose=False)
+    generate(target, identities=60, cameras=4, seed=12, images_per_camera=3, verbose=False)
+    out = str(tmp_path / "run")
+    proc = run_train(tiny_flags(
+        target, out, source_dataset="market1501", source_dir=source, source_epochs=10,
+        batch_size=32, epochs=10, iters=15, lr_step=8, k1=15, k2=4, eps=0.5,
+        min_samples=4, outliers="drop", camera_aware=True, eval_every=5, seed=0))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    initial = summary["before"]["initial"]["mAP"]  # random weights
+    source_only = summary["before"]["mAP"]  # after supervised source training
+    adapted = summary["after"]["mAP"]
+    assert source_only > initial + 0.1
+    # Measured: 50.7% → 57.4% mAP (seed 0).
+    assert adapted > source_only + 0.02
