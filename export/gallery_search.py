@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-import rest_client  # noqa: E402  (a sibling file of this script)
+import client_common  # noqa: E402  (sibling files of this script)
+import rest_client  # noqa: E402
 
 
 def rank_gallery(
@@ -65,7 +66,7 @@ def load_or_embed_gallery(
     embed_folder, gallery: str, cache: str, batch_size: int
 ) -> tuple[list[str], np.ndarray]:
     """Gallery paths and embeddings, from ``cache`` when it lists the same files."""
-    current = rest_client.list_images(gallery)
+    current = client_common.list_images(gallery)
     if cache and os.path.isfile(cache):
         saved = np.load(cache)
         if [str(p) for p in saved["all_paths"]] == current:

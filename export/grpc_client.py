@@ -1,9 +1,10 @@
 """gRPC client for a MaskPre model served by TF Serving: embed a folder of person crops.
 
 Needs ``pip install "tensorflow-serving-api>=2.21,<2.22"`` (brings grpcio, the PredictRequest
-protos and TensorFlow). Each call sends one ``PredictRequest`` whose ``image_bytes`` input is a
-DT_STRING tensor [n] of encoded JPEG/PNG files to the ``serving_default`` signature and reads
-the float32 [n, D] ``embedding`` output of the ``PredictResponse``.
+protos and TensorFlow) and the sibling ``client_common.py``. Each call sends one
+``PredictRequest`` whose ``image_bytes`` input is a DT_STRING tensor [n] of encoded JPEG/PNG files
+to the ``serving_default`` signature and reads the float32 [n, D] ``embedding`` output of the
+``PredictResponse``.
 
 Command line::
 
@@ -13,30 +14,20 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import client_common  # noqa: E402  (a sibling file of this script)
+
 # gRPC's default message limit is 4 MiB; a batch of 64 Market-size JPEGs is ~0.3 MiB, a batch of
 # large camera frames can be much more.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
-
-
-def list_images(folder: str) -> list[str]:
-    """JPEG/PNG files directly in ``folder`` and below (hidden folders skipped), sorted."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            os.path.join(root, f)
-            for f in files
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-        ]
-    return sorted(found)
 
 
 def build_request(
@@ -106,59 +97,29 @@ def embed_folder(
     """
     import grpc
 
-    paths = list_images(folder)
-    kept, chunks, failed = [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
-        files = []
-        for path in batch:
-            with open(path, "rb") as f:
-                files.append(f.read())
-        try:
-            chunks.append(predict(stub, model, files, version))
-            kept += batch
-            continue
-        except grpc.RpcError as err:
-            if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                raise
-        for path, data in zip(batch, files, strict=True):
-            try:
-                chunks.append(predict(stub, model, [data], version))
-                kept.append(path)
-            except grpc.RpcError as err:
-                if err.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                    raise
-                print(f"warning: {path}: {err.details()}", file=sys.stderr)
-                failed.append(path)
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    return kept, embeddings, failed
+    return client_common.embed_folder(
+        folder,
+        batch_size,
+        lambda files: predict(stub, model, files, version),
+        grpc.RpcError,
+        lambda err: err.details() if err.code() == grpc.StatusCode.INVALID_ARGUMENT else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Embed a folder through the gRPC API and save paths + embeddings to an .npz file."""
     import grpc
 
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--server", default="localhost:8500")
-    parser.add_argument("--model", default="maskpre")
-    parser.add_argument("--version", type=int, default=None)
-    parser.add_argument("--folder", required=True)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--output", default="embeddings.npz")
-    args = parser.parse_args(argv)
-    if not os.path.isdir(args.folder):
-        print(f"error: --folder={args.folder} is not a directory", file=sys.stderr)
-        return 2
-    try:
-        paths, embeddings, failed = embed_folder(
+    return client_common.client_main(
+        argv,
+        __doc__.split("\n")[0],
+        "localhost:8500",
+        lambda args: embed_folder(
             make_stub(args.server), args.model, args.folder, args.batch_size, args.version
-        )
-    except grpc.RpcError as err:
-        print(f"error: {args.server}: {err.code().name}: {err.details()}", file=sys.stderr)
-        return 2
-    np.savez(args.output, paths=np.array(paths), embeddings=embeddings)
-    print(f"embedded {len(paths)} files ({len(failed)} failed) -> {args.output}")
-    return 0
+        ),
+        grpc.RpcError,
+        lambda err, args: f"{args.server}: {err.code().name}: {err.details()}",
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """REST client for a MaskPre model served by TF Serving: embed a folder of person crops.
 
-Needs only the Python standard library and numpy. Each request sends a batch of encoded files
-to the ``serving_default`` signature in TF Serving's row format, binary values base64-encoded
-under the ``"b64"`` key::
+Needs only the Python standard library, numpy and the sibling ``client_common.py`` (keep the two
+files together). Each request sends a batch of encoded files to the ``serving_default`` signature
+in TF Serving's row format, binary values base64-encoded under the ``"b64"`` key::
 
     POST http://HOST:8501/v1/models/maskpre[/versions/N]:predict
     {"signature_name": "serving_default", "instances": [{"b64": "<base64 JPEG>"}, ...]}
@@ -18,7 +18,6 @@ Command line::
 
 from __future__ import annotations
 
-import argparse
 import base64
 import json
 import os
@@ -29,7 +28,10 @@ from collections.abc import Sequence
 
 import numpy as np
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+if os.path.dirname(os.path.abspath(__file__)) not in sys.path:
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import client_common  # noqa: E402  (a sibling file of this script)
 
 
 class ServingError(RuntimeError):
@@ -43,19 +45,6 @@ class ServingError(RuntimeError):
     def __init__(self, message: str, status: int | None = None):
         super().__init__(message)
         self.status = status
-
-
-def list_images(folder: str) -> list[str]:
-    """JPEG/PNG files directly in ``folder`` and below (hidden folders skipped), sorted."""
-    found = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [
-            os.path.join(root, f)
-            for f in files
-            if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith(".")
-        ]
-    return sorted(found)
 
 
 def predict_url(server: str, model: str, version: int | None = None) -> str:
@@ -136,57 +125,27 @@ def embed_folder(
     Returns:
       (embedded paths, embeddings float32 [n, D], paths that failed).
     """
-    paths = list_images(folder)
-    kept, chunks, failed = [], [], []
-    for start in range(0, len(paths), batch_size):
-        batch = paths[start : start + batch_size]
-        files = []
-        for path in batch:
-            with open(path, "rb") as f:
-                files.append(f.read())
-        try:
-            chunks.append(predict(server, model, files, version))
-            kept += batch
-            continue
-        except ServingError as err:
-            if err.status != 400:
-                raise
-        for path, data in zip(batch, files, strict=True):
-            try:
-                chunks.append(predict(server, model, [data], version))
-                kept.append(path)
-            except ServingError as err:
-                if err.status != 400:
-                    raise
-                print(f"warning: {path}: {err}", file=sys.stderr)
-                failed.append(path)
-    embeddings = np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
-    return kept, embeddings, failed
+    return client_common.embed_folder(
+        folder,
+        batch_size,
+        lambda files: predict(server, model, files, version),
+        ServingError,
+        lambda err: str(err) if err.status == 400 else None,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Embed a folder through the REST API and save paths + embeddings to an .npz file."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--server", default="http://localhost:8501")
-    parser.add_argument("--model", default="maskpre")
-    parser.add_argument("--version", type=int, default=None)
-    parser.add_argument("--folder", required=True)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--output", default="embeddings.npz")
-    args = parser.parse_args(argv)
-    if not os.path.isdir(args.folder):
-        print(f"error: --folder={args.folder} is not a directory", file=sys.stderr)
-        return 2
-    try:
-        paths, embeddings, failed = embed_folder(
+    return client_common.client_main(
+        argv,
+        __doc__.split("\n")[0],
+        "http://localhost:8501",
+        lambda args: embed_folder(
             args.server, args.model, args.folder, args.batch_size, args.version
-        )
-    except ServingError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    np.savez(args.output, paths=np.array(paths), embeddings=embeddings)
-    print(f"embedded {len(paths)} files ({len(failed)} failed) -> {args.output}")
-    return 0
+        ),
+        ServingError,
+        lambda err, args: str(err),
+    )
 
 
 if __name__ == "__main__":

@@ -558,16 +558,26 @@ def define_flags() -> None:
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")
 
 
-def main(argv: list[str]) -> None:
-    """Program entry: export the run given by --checkpoint."""
+def quiet_library_logs() -> None:
+    """Log only warnings and errors through absl unless ``--verbosity`` was given.
+
+    Library INFO logs (SavedModel writing, faiss loading) would drown a program's summary; used
+    by this program and ``maskpre_tf.search``.
+    """
     from absl import flags
     from absl import logging as absl_logging
 
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)
+
+
+def main(argv: list[str]) -> None:
+    """Program entry: export the run given by --checkpoint."""
+    from absl import flags
+
     del argv
     values = flags.FLAGS
-    if not values["verbosity"].present:
-        # Library INFO logs (SavedModel writing, faiss loading) would drown the summary.
-        absl_logging.set_verbosity(absl_logging.WARNING)
+    quiet_library_logs()
     if not values.checkpoint:
         raise UserError("--checkpoint is required: the --output_dir of a maskpre_tf.train run")
     try:

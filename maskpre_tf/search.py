@@ -669,13 +669,12 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     """Program entry: run the search given by the flags."""
     from absl import flags
-    from absl import logging as absl_logging
+
+    from maskpre_tf.export import quiet_library_logs
 
     del argv
     values = flags.FLAGS
-    if not values["verbosity"].present:
-        # Library INFO logs (SavedModel writing, faiss loading) would drown the summary.
-        absl_logging.set_verbosity(absl_logging.WARNING)
+    quiet_library_logs()
     for name in ("model", "gallery", "query"):
         if not values[name].value:
             raise UserError(f"--{name} is required (see --help)")
