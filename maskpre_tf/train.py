@@ -215,8 +215,11 @@ def train(cfg: TrainConfig) -> dict:
         if cfg.keep_best and os.path.exists(best_path):
             model.teacher.load_weights(best_path)
         _atomic_save_weights(model.teacher, final_path)
-    after = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width) \
-        if evaluate_here else {}
+    after = {}
+    if evaluate_here:  # the last epoch's evaluation holds unless another model was kept
+        fresh = cfg.keep_best or "mAP" not in state.eval_results
+        after = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width) \
+            if fresh else {k: state.eval_results[k] for k in ("mAP", "rank1", "rank5", "rank10")}
     summary = {"before": before, "after": after, "epochs": cfg.epochs,
                "seconds": time.perf_counter() - start, "teacher_weights": final_path,
                "config_digest": cfg.digest()}
