@@ -72,14 +72,16 @@ def test_kill_and_resume_gives_the_uninterrupted_result(reference_run, synth_mar
     proc = subprocess.Popen([sys.executable, "-m", "maskpre_tf.train",
                              *tiny_flags(synth_market, out)], cwd=ROOT, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    first = os.path.join(out, "checkpoints", "ckpt-1.index")
+    ckpt_dir = os.path.join(out, "checkpoints")
     deadline = time.time() + 300
-    while not os.path.exists(first) and proc.poll() is None and time.time() < deadline:
+    # Kill as soon as a checkpoint is complete (its files written, then the index naming it).
+    while (tf.train.latest_checkpoint(ckpt_dir) is None and proc.poll() is None
+           and time.time() < deadline):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert os.path.exists(first), "the run ended before its first checkpoint"
-    latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
+    latest = tf.train.latest_checkpoint(ckpt_dir)
+    assert latest, "the run ended before its first checkpoint"
     saved_labels = checkpoint_tensor(latest, "pseudo_labels")
     saved_epoch = int(checkpoint_tensor(latest, "epoch"))
     assert saved_epoch in (1, 2)
