@@ -64,13 +64,13 @@ def main() -> None:
                        ("colour histogram, cosine", 1.0 - qn @ gn.T)):
         m_ap, r1 = ranked(dist, data.query, data.gallery)
         print(f"{name:>40} {m_ap:7.1%} {r1:7.1%}")
-    cfg = TrainConfig(backbone="resnet_small", backbone_weights="none", height=128, width=64)
+    cfg = TrainConfig().replace(backbone="resnet_small", backbone_weights="none", height=128, width=64)
     scores = []
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
         encoder = build_encoder(cfg)
         embed = tf.function(lambda x, e=encoder: e(x, training=False))
-        res = evaluate_model(embed, data.query, data.gallery, cfg.height, cfg.width)
+        res = evaluate_model(embed, data.query, data.gallery, cfg.data.height, cfg.data.width)
         scores.append((res["mAP"], res["rank1"]))
         print(f"{f'random-init resnet_small (seed {seed})':>40} {res['mAP']:7.1%} "
               f"{res['rank1']:7.1%}")

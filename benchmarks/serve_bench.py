@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> None:
     import keras
 
     keras.utils.set_random_seed(args.seed)
-    cfg = TrainConfig(backbone=backbone, backbone_weights="none", height=height, width=width)
+    cfg = TrainConfig().replace(backbone=backbone, backbone_weights="none", height=height, width=width)
     teacher = build_encoder(cfg, name="teacher")
     files = sample_jpegs(batch, args.seed)
     pixels = tf.stack([decode_image(tf.constant(f), height, width) for f in files])

@@ -129,7 +129,7 @@ def main() -> None:
     demand = 0.0
     print(f"{'precision':>16} {'plain img/s':>12} {'MaskPre img/s':>14} {'cost ratio':>11}")
     for precision in args.precisions.split(","):
-        cfg = TrainConfig(backbone=args.backbone, backbone_weights="none", height=args.height,
+        cfg = TrainConfig().replace(backbone=args.backbone, backbone_weights="none", height=args.height,
                           width=args.width, batch_size=args.batch_size,
                           num_instances=args.num_instances, precision=precision,
                           pad=max(1, args.height // 25))

@@ -1,9 +1,15 @@
-"""Training configuration: one frozen dataclass, filled once from absl flags.
+"""Training configuration: nested frozen dataclasses, filled once from absl flags.
 
 Defaults are the field's standard unsupervised re-ID recipe (cluster-contrast, Dai et al. 2021;
 MMT, Ge et al., ICLR 2020) plus MaskPre's parts (Yin et al., Pattern Recognition 126, 2022).
-Modules never read flags: ``train.py`` defines them with :func:`define_flags` and passes the
-:class:`TrainConfig` made by :func:`config_from_flags` down.
+Each section is what one part of the program needs: ``data`` the readers and input pipeline,
+``source`` domain adaptation, ``model`` the encoder, ``maskpre`` the method's heads and losses,
+``clustering`` the pseudo labels, ``optim`` sampling and optimisation, ``run`` the run itself.
+Every field's help text is written once, as field metadata, and becomes the flag's help.
+
+Flags stay flat (``--eps``, ``--height``, ...; field names are unique across sections), so
+flagfiles read as before. Modules never read flags: ``train.py`` defines them with
+:func:`define_flags` and hands each part the section made by :func:`config_from_flags`.
 """
 
 from __future__ import annotations
@@ -11,173 +17,313 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from absl import flags
 
 from maskpre_tf.errors import UserError
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """Every hyper-parameter of a run. Units: pixels, epochs, iterations."""
+def _field(default: Any, help: str, flag: bool = True) -> Any:
+    """A dataclass field with its help text; ``flag=False`` fields are resolved, not set."""
+    return field(default=default, metadata={"help": help, "flag": flag})
 
-    # Data.
-    dataset: str = "auto"  # auto | market1501 | dukemtmc | msmt17 | folder
-    data_dir: str = "data/demo"
-    generate_demo: bool = False  # write the generated-pedestrian set to data_dir if missing
-    cam_pattern: str = r"_c(\d+)"  # own-folder layout: camera id from the file name
-    manifest: str = ""  # own-folder layout: CSV manifest path,camid[,pid]
-    query_dir: str = ""  # own-folder layout: labelled query crops for evaluation
-    gallery_dir: str = ""  # own-folder layout: labelled gallery crops for evaluation
-    source_dataset: str = ""  # domain adaptation: labelled source layout (empty = none)
-    source_dir: str = ""  # domain adaptation: labelled source dataset root
-    source_epochs: int = 30  # epochs of supervised pre-training on the source
-    height: int = 256
-    width: int = 128
-    pad: int = 10
-    erase_prob: float = 0.5
-    # Model.
-    backbone: str = "resnet50"
-    backbone_weights: str = "imagenet"  # imagenet | none | path to a Keras weights file
-    last_stride: int = 1
-    # MaskPre.
-    drop_rate: float = 0.2  # DropBlock target drop rate, reached linearly at the last epoch
-    block_size: int = 3
-    mask_weight: float = 1.0
-    consistency_weight: float = 0.5
-    temperature: float = 0.05
-    consistency_temperature: float = 0.5  # soft assignments of the consistency term
-    proto_momentum: float = 0.1
-    ema_momentum: float = 0.999
-    # Pseudo labels.
-    eps: float = 0.6
-    min_samples: int = 4
-    k1: int = 30
-    k2: int = 6
-    outliers: str = "drop"  # drop | instances (each outlier its own cluster, SpCL-style)
-    camera_aware: bool = False  # remove per-camera mean features before clustering
-    # Sampling and optimisation.
-    batch_size: int = 256
-    num_instances: int = 16
-    lr: float = 3.5e-4
-    weight_decay: float = 5e-4
-    epochs: int = 50
-    lr_step: int = 20
-    iters: int = 200
-    precision: str = "float32"  # float32 | mixed_bfloat16 | mixed_float16
-    # Run.
-    output_dir: str = "runs/market"
-    seed: int = 0
-    eval_every: int = 5  # epochs between evaluations on query/gallery (0 = only at the end)
-    keep_best: bool = False  # export the best epoch by mAP on --val_dir instead of the last
-    val_dir: str = ""  # labelled validation split (Market layout) for --keep_best
-    strategy: str = "mirrored"  # mirrored | multi_worker | default
+
+@dataclass(frozen=True)
+class DataConfig:
+    """The unlabelled training set, its evaluation splits and the input pipeline."""
+
+    dataset: str = _field("auto", "dataset layout: auto, market1501, dukemtmc, msmt17 or folder")
+    data_dir: str = _field("data/demo", "dataset root directory")
+    generate_demo: bool = _field(
+        False, "generate the demo pedestrian set in --data_dir if it is missing"
+    )
+    cam_pattern: str = _field(
+        r"_c(\d+)", "folder layout: regex whose group (or named group cam) is the camera id"
+    )
+    manifest: str = _field(
+        "", "folder layout: CSV manifest (path,camid[,pid]) instead of file-name parsing"
+    )
+    query_dir: str = _field(
+        "", "folder layout: labelled query crops (Market-style names) for evaluation"
+    )
+    gallery_dir: str = _field(
+        "", "folder layout: labelled gallery crops (Market-style names) for evaluation"
+    )
+    height: int = _field(256, "input height in pixels")
+    width: int = _field(128, "input width in pixels")
+    pad: int = _field(10, "zero padding before the random crop, pixels")
+    erase_prob: float = _field(0.5, "random-erasing probability")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Domain adaptation: a labelled source domain the encoder trains on first."""
+
+    source_dataset: str = _field(
+        "", "labelled source dataset layout for domain adaptation (empty = none)"
+    )
+    source_dir: str = _field(
+        "", "labelled source dataset root (with --generate_demo: generated if missing)"
+    )
+    source_epochs: int = _field(
+        30, "epochs of supervised source pre-training (iterations per epoch: --iters)"
+    )
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The encoder: backbone, its weights and the input normalisation those weights expect."""
+
+    backbone: str = _field("resnet50", "resnet50, mobilenet_v2 or resnet_small")
+    backbone_weights: str = _field(
+        "imagenet",
+        "imagenet (Keras download), none, or a Keras "
+        "weights file (e.g. written by python -m maskpre_tf.weights "
+        "import)",
+    )
+    input_norm: str = _field(
+        "",
+        "input normalisation the weights expect: caffe, tf or torch; "
+        "empty = decided by --backbone_weights (needed for a weights file "
+        "of unknown origin)",
+    )
+    last_stride: int = _field(1, "stride of the last backbone stage (1 = re-ID standard)")
+    layout: str = _field(
+        "keras", "backbone layout (keras or torch), decided by the weights", flag=False
+    )
+
+
+@dataclass(frozen=True)
+class MaskPreConfig:
+    """MaskPre's parts: DropBlock views, mask prediction, clustering head, EMA teacher."""
+
+    drop_rate: float = _field(
+        0.2,
+        "DropBlock target drop rate (fraction of feature-map cells "
+        "dropped), ramped linearly from 0 at the first step to the target "
+        "at the last",
+    )
+    block_size: int = _field(3, "DropBlock block size in feature-map cells")
+    mask_weight: float = _field(1.0, "weight of the mask-prediction loss (0 disables the head)")
+    consistency_weight: float = _field(
+        0.5, "weight of the cross-view consistency loss (0 disables it)"
+    )
+    temperature: float = _field(0.05, "temperature of the cluster-contrastive loss")
+    consistency_temperature: float = _field(
+        0.5, "temperature of the soft assignments in the consistency loss"
+    )
+    proto_momentum: float = _field(
+        0.1, "prototype momentum (share of the old prototype kept per update)"
+    )
+    ema_momentum: float = _field(0.999, "EMA teacher momentum")
+
+
+@dataclass(frozen=True)
+class ClusteringConfig:
+    """Pseudo labels: k-reciprocal Jaccard distance + DBSCAN, once an epoch."""
+
+    eps: float = _field(0.6, "DBSCAN eps on the Jaccard distance, in (0, 1)")
+    min_samples: int = _field(4, "DBSCAN min_samples (>= 1)")
+    k1: int = _field(30, "k-reciprocal neighbourhood size")
+    k2: int = _field(6, "local query expansion size (<= --k1)")
+    outliers: str = _field(
+        "drop",
+        "DBSCAN outliers: drop (standard recipe) or instances (each "
+        "one its own cluster, as in SpCL's hybrid memory)",
+    )
+    camera_aware: bool = _field(False, "subtract each camera's mean feature before clustering")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """P x K sampling, Adam with a step schedule, precision."""
+
+    batch_size: int = _field(256, "global batch size (P x K)")
+    num_instances: int = _field(16, "K: instances per pseudo identity in a batch")
+    lr: float = _field(3.5e-4, "Adam learning rate")
+    weight_decay: float = _field(
+        5e-4, "L2 weight decay (added to the gradients, as torch Adam does)"
+    )
+    epochs: int = _field(50, "training epochs")
+    lr_step: int = _field(20, "epoch at which the learning rate drops x0.1")
+    iters: int = _field(200, "iterations per epoch")
+    precision: str = _field("float32", "float32, mixed_bfloat16 or mixed_float16")
 
     @property
     def num_ids_per_batch(self) -> int:
         """P of the P x K sampler."""
         return self.batch_size // self.num_instances
 
-    def digest(self) -> str:
-        """A short hash of the configuration (recorded with checkpoints and exports)."""
-        text = json.dumps(dataclasses.asdict(self), sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-    def validate(self) -> None:
-        """Raise :class:`UserError` for inconsistent settings."""
-        if self.batch_size % self.num_instances:
-            raise UserError(
-                f"--batch_size={self.batch_size} is not a multiple of "
-                f"--num_instances={self.num_instances}; the P x K sampler needs P whole identities"
-            )
-        if not 0.0 <= self.drop_rate < 1.0:
-            raise UserError(f"--drop_rate={self.drop_rate}: expected a rate in [0, 1)")
-        if self.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
-            raise UserError(
-                f"--precision={self.precision}: expected float32, mixed_bfloat16 or mixed_float16"
-            )
-        if self.outliers not in ("drop", "instances"):
-            raise UserError(f"--outliers={self.outliers}: expected drop or instances")
-        if self.strategy not in ("mirrored", "multi_worker", "default"):
-            raise UserError(f"--strategy={self.strategy}: expected mirrored, multi_worker, default")
-        if self.keep_best and not self.val_dir:
-            raise UserError("--keep_best needs --val_dir (a labelled validation split); the test "
-                            "set is never used to select a model")
-        if self.source_dataset and not self.source_dir:
-            raise UserError("--source_dataset needs --source_dir (the labelled source root)")
-        if self.height % 8 or self.width % 8:
-            raise UserError(f"--height/--width {self.height}x{self.width} must be multiples of 8")
+@dataclass(frozen=True)
+class RunConfig:
+    """Where the run writes, its seed, evaluation cadence, model selection, distribution."""
+
+    output_dir: str = _field(
+        "runs/market", "where checkpoints, TensorBoard logs and the summary go"
+    )
+    seed: int = _field(0, "random seed")
+    eval_every: int = _field(5, "evaluate on query/gallery every N epochs (0 = only at the end)")
+    eval_student: bool = _field(False, "also evaluate the online (student) encoder beside the "
+                                "EMA teacher")
+    keep_best: bool = _field(False, "keep the best epoch by mAP on --val_dir (never the test set)")
+    val_dir: str = _field("", "labelled validation split (Market layout) for --keep_best")
+    strategy: str = _field(
+        "mirrored", "mirrored (all local devices), multi_worker (TF_CONFIG) or default"
+    )
 
 
-_HELP = {
-    "dataset": "dataset layout: auto, market1501, dukemtmc, msmt17 or folder",
-    "data_dir": "dataset root directory",
-    "generate_demo": "generate the demo pedestrian set in --data_dir if it is missing",
-    "cam_pattern": "folder layout: regex whose group (or named group cam) is the camera id",
-    "manifest": "folder layout: CSV manifest (path,camid[,pid]) instead of file-name parsing",
-    "query_dir": "folder layout: labelled query crops (Market-style names) for evaluation",
-    "gallery_dir": "folder layout: labelled gallery crops (Market-style names) for evaluation",
-    "source_dataset": "labelled source dataset layout for domain adaptation (empty = none)",
-    "source_dir": "labelled source dataset root (with --generate_demo: generated if missing)",
-    "source_epochs": "epochs of supervised source pre-training (iterations per epoch: --iters)",
-    "height": "input height in pixels",
-    "width": "input width in pixels",
-    "pad": "zero padding before the random crop, pixels",
-    "erase_prob": "random-erasing probability",
-    "backbone": "resnet50, mobilenet_v2 or resnet_small",
-    "backbone_weights": "imagenet (Keras download), none, or a local Keras weights file",
-    "last_stride": "stride of the last backbone stage (1 = re-ID standard)",
-    "drop_rate": "DropBlock target drop rate, ramped linearly from 0 over training",
-    "block_size": "DropBlock block size on the feature map",
-    "mask_weight": "weight of the mask-prediction loss (0 disables the head)",
-    "consistency_weight": "weight of the cross-view consistency loss (0 disables it)",
-    "temperature": "temperature of the cluster-contrastive loss",
-    "consistency_temperature": "temperature of the soft assignments in the consistency loss",
-    "proto_momentum": "prototype momentum (share of the old prototype kept per update)",
-    "ema_momentum": "EMA teacher momentum",
-    "eps": "DBSCAN eps on the Jaccard distance",
-    "min_samples": "DBSCAN min_samples",
-    "k1": "k-reciprocal neighbourhood size",
-    "k2": "local query expansion size",
-    "outliers": "DBSCAN outliers: drop (standard recipe) or instances (each one its own "
-                "cluster, as in SpCL's hybrid memory; lets training start from random weights)",
-    "camera_aware": "subtract each camera's mean feature before clustering",
-    "batch_size": "global batch size (P x K)",
-    "num_instances": "K: instances per pseudo identity in a batch",
-    "lr": "Adam learning rate",
-    "weight_decay": "L2 weight decay (added to the gradients, as torch Adam does)",
-    "epochs": "training epochs",
-    "lr_step": "epoch at which the learning rate drops x0.1",
-    "iters": "iterations per epoch",
-    "precision": "float32, mixed_bfloat16 or mixed_float16",
-    "output_dir": "where checkpoints, TensorBoard logs and the summary go",
-    "seed": "random seed",
-    "eval_every": "evaluate on query/gallery every N epochs (0 = only at the end)",
-    "keep_best": "keep the best epoch by mAP on --val_dir (never the test set)",
-    "val_dir": "labelled validation split (Market layout) for --keep_best",
-    "strategy": "mirrored (all local devices), multi_worker (TF_CONFIG) or default",
+SECTIONS = {
+    "data": DataConfig,
+    "source": SourceConfig,
+    "model": ModelConfig,
+    "maskpre": MaskPreConfig,
+    "clustering": ClusteringConfig,
+    "optim": OptimConfig,
+    "run": RunConfig,
 }
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of a run, by section. Units: pixels, epochs, iterations."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    maskpre: MaskPreConfig = field(default_factory=MaskPreConfig)
+    clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict:
+        """{section: {field: value}}, JSON-serialisable."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, record: dict) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; also reads the flat dicts of earlier versions.
+
+        Unknown keys are ignored (a newer setting read by an older version), missing keys take
+        their defaults.
+        """
+        nested = all(isinstance(record.get(name), dict) for name in SECTIONS if name in record)
+        nested = nested and any(name in record for name in SECTIONS)
+        sections = {}
+        for name, section in SECTIONS.items():
+            values = record.get(name, {}) if nested else record
+            known = {f.name for f in dataclasses.fields(section)}
+            sections[name] = section(**{k: v for k, v in values.items() if k in known})
+        return cls(**sections)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with flat field changes, e.g. ``cfg.replace(eps=0.5, epochs=2)``."""
+        by_section: dict[str, dict] = {}
+        for key, value in changes.items():
+            by_section.setdefault(_section_of(key), {})[key] = value
+        return dataclasses.replace(
+            self,
+            **{
+                name: dataclasses.replace(getattr(self, name), **values)
+                for name, values in by_section.items()
+            },
+        )
+
+    def digest(self) -> str:
+        """A short hash of the configuration (recorded with checkpoints and exports)."""
+        text = json.dumps(self.to_dict(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def validate(self) -> None:
+        """Raise :class:`UserError` for inconsistent settings (all checked at start-up)."""
+        d, o, m, c, r = self.data, self.optim, self.maskpre, self.clustering, self.run
+        if o.num_instances < 1 or o.batch_size % o.num_instances:
+            raise UserError(
+                f"--batch_size={o.batch_size} is not a multiple of "
+                f"--num_instances={o.num_instances}; the P x K sampler needs P whole identities"
+            )
+        if not 0.0 <= m.drop_rate < 1.0:
+            raise UserError(f"--drop_rate={m.drop_rate}: expected a rate in [0, 1)")
+        if o.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
+            raise UserError(
+                f"--precision={o.precision}: expected float32, mixed_bfloat16 or mixed_float16"
+            )
+        if not 0.0 < c.eps < 1.0:
+            raise UserError(
+                f"--eps={c.eps}: expected a Jaccard distance in (0, 1); typical "
+                "values are 0.4-0.7 (pairs with no k-reciprocal overlap are at 1)"
+            )
+        if c.min_samples < 1:
+            raise UserError(f"--min_samples={c.min_samples}: expected >= 1 (the usual value is 4)")
+        if c.k1 < 1 or not 1 <= c.k2 <= c.k1:
+            raise UserError(
+                f"--k1={c.k1} --k2={c.k2}: expected 1 <= --k2 <= --k1 (usual: --k1=30 --k2=6)"
+            )
+        if c.outliers not in ("drop", "instances"):
+            raise UserError(f"--outliers={c.outliers}: expected drop or instances")
+        if r.strategy not in ("mirrored", "multi_worker", "default"):
+            raise UserError(f"--strategy={r.strategy}: expected mirrored, multi_worker, default")
+        if r.keep_best and not r.val_dir:
+            raise UserError(
+                "--keep_best needs --val_dir (a labelled validation split); the test "
+                "set is never used to select a model"
+            )
+        if self.source.source_dataset and not self.source.source_dir:
+            raise UserError("--source_dataset needs --source_dir (the labelled source root)")
+        if d.height % 8 or d.width % 8:
+            raise UserError(f"--height/--width {d.height}x{d.width} must be multiples of 8")
+        if o.epochs < 1 or o.iters < 1:
+            raise UserError(f"--epochs={o.epochs} --iters={o.iters}: both must be >= 1")
+
+
+def _section_of(name: str) -> str:
+    for section, cls in SECTIONS.items():
+        if name in {f.name for f in dataclasses.fields(cls)}:
+            return section
+    raise KeyError(f"no setting named {name!r}")
+
+
+def flag_fields() -> list[tuple[str, dataclasses.Field]]:
+    """(section, field) of every setting that is a flag, in declaration order."""
+    return [
+        (name, f)
+        for name, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+        if f.metadata["flag"]
+    ]
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Define one absl flag per :class:`TrainConfig` field, with its default."""
-    for field in dataclasses.fields(TrainConfig):
-        default = field.default
-        args = (field.name, default, _HELP[field.name])
-        if isinstance(default, bool):
+    """Define one absl flag per flag field of every section, with its default and help."""
+    for _, f in flag_fields():
+        args = (f.name, f.default, f.metadata["help"])
+        if isinstance(f.default, bool):
             flags.DEFINE_bool(*args, flag_values=flag_values)
-        elif isinstance(default, int):
+        elif isinstance(f.default, int):
             flags.DEFINE_integer(*args, flag_values=flag_values)
-        elif isinstance(default, float):
+        elif isinstance(f.default, float):
             flags.DEFINE_float(*args, flag_values=flag_values)
         else:
             flags.DEFINE_string(*args, flag_values=flag_values)
 
 
-def config_from_flags(flag_values: flags.FlagValues) -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from parsed flags."""
-    values = {f.name: flag_values[f.name].value for f in dataclasses.fields(TrainConfig)}
-    config = TrainConfig(**values)
+def config_from_flags(flag_values: flags.FlagValues, resolve_weights: bool = True) -> TrainConfig:
+    """Build and validate a :class:`TrainConfig` from parsed flags.
+
+    The weights' origin is resolved here too (input normalisation and layout, see
+    :func:`maskpre_tf.weights.resolve_origin`), so a bad weights file fails at start-up;
+    ``resolve_weights=False`` skips that (reading a flagfile on a machine without the weights).
+    """
+    from maskpre_tf.weights import resolve_origin
+
+    values = {f.name: flag_values[f.name].value for _, f in flag_fields()}
+    config = TrainConfig().replace(**values)
     config.validate()
-    return config
+    if not resolve_weights:
+        return config
+    origin = resolve_origin(
+        config.model.backbone, config.model.backbone_weights, config.model.input_norm
+    )
+    return config.replace(input_norm=origin.input_norm, layout=origin.layout)

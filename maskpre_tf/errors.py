@@ -38,3 +38,16 @@ def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = Non
             traceback.print_exc()
         print(f"error: {err}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+def quiet_library_logs() -> None:
+    """Log only warnings and errors through absl unless ``--verbosity`` was given.
+
+    Library INFO logs (SavedModel writing, checkpoint sharding, faiss loading) would drown a
+    program's own output. Call at the start of a program's ``main``.
+    """
+    from absl import flags
+    from absl import logging as absl_logging
+
+    if not flags.FLAGS["verbosity"].present:
+        absl_logging.set_verbosity(absl_logging.WARNING)

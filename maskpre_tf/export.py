@@ -5,13 +5,15 @@ Command line::
     python -m maskpre_tf.export --checkpoint=RUN_DIR --export_dir=export/models/maskpre \\
         [--version=N]
 
-It writes ``<export_dir>/<version>/``, the layout TF Serving polls: a SavedModel with three
-signatures (every output key is ``embedding`` except the metadata one):
+It writes ``<export_dir>/<version>/``, the layout TF Serving polls: a SavedModel of
+:class:`maskpre_tf.inference.ServingModule` with three signatures (every output key is
+``embedding`` except the metadata one):
 
 * ``serving_default``: ``image_bytes`` tf.string [None] (encoded JPEG or PNG files, any size) →
-  decoded, resized to H×W and normalised in-graph with the training pipeline's own functions
-  (:func:`maskpre_tf.data.pipeline.decode_image` and :func:`~maskpre_tf.data.pipeline.normalize`)
-  → ``embedding`` float32 [None, D], L2-normalised. With TF Serving's REST API a client sends
+  decoded and resized to H×W in-graph with the training pipeline's own function
+  (:func:`maskpre_tf.data.images.decode_image`), normalised by the encoder with its weights'
+  convention (``input_norm`` in the metadata) → ``embedding`` float32 [None, D],
+  L2-normalised. With TF Serving's REST API a client sends
   ``{"instances": [{"b64": "<base64 of the file>"}, ...]}``; with gRPC a PredictRequest whose
   ``image_bytes`` input is a DT_STRING tensor.
 * ``embed_images``: ``images`` float32 [None, H, W, 3], RGB pixels 0–255 → ``embedding``.
@@ -37,8 +39,6 @@ An existing file is updated in place (this model's entry added or replaced, othe
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
 import json
 import os
 import shutil
@@ -48,221 +48,21 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from maskpre_tf import __version__
-from maskpre_tf.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, decode_image, normalize
-from maskpre_tf.errors import UserError, run_main
+from maskpre_tf import runs
+from maskpre_tf.errors import UserError, quiet_library_logs, run_main
+from maskpre_tf.inference import (
+    BYTES_INPUT,
+    METADATA_FILE,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    SERVING_SIGNATURE,
+    ServingModule,
+    build_metadata,
+)
 
-METADATA_FILE = "maskpre_metadata.json"
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 MODELS_CONFIG = "models.config"
-SERVING_SIGNATURE = "serving_default"
-PIXELS_SIGNATURE = "embed_images"
-METADATA_SIGNATURE = "metadata"
-BYTES_INPUT = "image_bytes"
-PIXELS_INPUT = "images"
-OUTPUT_KEY = "embedding"
-METADATA_KEY = "metadata_json"
 DEFAULT_WARMUP_BATCH_SIZES = (1, 8)
-
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-# --------------------------------------------------------------------------------------------
-# Metadata
-# --------------------------------------------------------------------------------------------
-
-
-def build_metadata(cfg, embedding_dim: int, model_name: str, version: int) -> dict:
-    """The metadata a serving client needs, as a JSON-serialisable dict.
-
-    Args:
-      cfg: the run's ``TrainConfig``.
-      embedding_dim: D, length of the embedding vector.
-      model_name: the TF Serving model name.
-      version: the TF Serving version number.
-
-    Returns:
-      dict with ``height``/``width`` (pixels), ``mean``/``std`` (RGB, 0–255 scale),
-      ``embedding_dim``, ``config_digest``, ``backbone``, ``maskpre_tf_version``,
-      ``exported_at`` (UTC, ISO 8601), the signature names and the full training config.
-    """
-    return {
-        "model_name": model_name,
-        "version": int(version),
-        "height": int(cfg.height),
-        "width": int(cfg.width),
-        "channels": 3,
-        "color": "RGB",
-        "pixel_range": [0.0, 255.0],
-        "mean": [float(v) for v in IMAGENET_MEAN],
-        "std": [float(v) for v in IMAGENET_STD],
-        "normalization": "(pixels - mean) / std per RGB channel, pixels in 0-255",
-        "resize": "bilinear with antialiasing to height x width (no aspect-ratio padding)",
-        "embedding_dim": int(embedding_dim),
-        "embedding_norm": "L2 (unit length); cosine similarity = dot product",
-        "config_digest": cfg.digest(),
-        "backbone": cfg.backbone,
-        "maskpre_tf_version": __version__,
-        "tensorflow_version": tf.__version__,
-        "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "signatures": {
-            SERVING_SIGNATURE: {
-                "inputs": {BYTES_INPUT: "string [batch]: JPEG or PNG bytes"},
-                "outputs": {OUTPUT_KEY: f"float32 [batch, {embedding_dim}]"},
-            },
-            PIXELS_SIGNATURE: {
-                "inputs": {PIXELS_INPUT: f"float32 [batch, {cfg.height}, {cfg.width}, 3] 0-255"},
-                "outputs": {OUTPUT_KEY: f"float32 [batch, {embedding_dim}]"},
-            },
-            METADATA_SIGNATURE: {"inputs": {}, "outputs": {METADATA_KEY: "string []: JSON"}},
-        },
-        "train_config": dataclasses.asdict(cfg),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# The serving graph
-# --------------------------------------------------------------------------------------------
-
-
-class ServingModule(tf.Module):
-    """The exported object: an encoder wrapped in the three serving functions.
-
-    Attributes ``serve_bytes``, ``embed_images`` and ``metadata`` are ``tf.function``s with fixed
-    input signatures (the ``serving_default``, ``embed_images`` and ``metadata`` signatures).
-    Usable in-process too (e.g. gallery search on a training run embeds through ``serve_bytes``,
-    exactly the graph TF Serving runs).
-
-    Args:
-      encoder: maps normalised images float32 [B, H, W, 3] to embeddings [B, D].
-      height, width: model input size in pixels.
-      metadata_json: the JSON text returned by ``metadata``.
-      metadata_path: optional file with the same JSON, tracked as a SavedModel asset.
-    """
-
-    def __init__(
-        self,
-        encoder: tf.Module,
-        height: int,
-        width: int,
-        metadata_json: str,
-        metadata_path: str | None = None,
-    ):
-        super().__init__(name="maskpre_serving")
-        # Track the encoder's underlying tf.Variables, not the Keras model: a Keras 3 variable
-        # exports as a second tf.Variable copied from the first, so a TF1-style loader (TF
-        # Serving's SavedModelBundle) would restore the checkpoint into the copy while the
-        # signature functions read the uninitialised original ("Could not find variable").
-        # The encoder itself is kept in a plain list, which tf.Module does not track.
-        self.encoder_variables = [getattr(v, "value", v) for v in encoder.weights]
-        self._encoder = [encoder]
-        self.height = int(height)
-        self.width = int(width)
-        self._metadata_json = metadata_json
-        if metadata_path is not None:
-            self.metadata_asset = tf.saved_model.Asset(metadata_path)
-        self.serve_bytes = tf.function(
-            self._serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name=BYTES_INPUT)]
-        )
-        self.embed_images = tf.function(
-            self._embed_images,
-            input_signature=[
-                tf.TensorSpec([None, self.height, self.width, 3], tf.float32, name=PIXELS_INPUT)
-            ],
-        )
-        self.metadata = tf.function(self._metadata, input_signature=[])
-
-    def _metadata(self) -> dict[str, tf.Tensor]:
-        """{"metadata_json": tf.string scalar}."""
-        return {METADATA_KEY: tf.constant(self._metadata_json)}
-
-    def _embed_normalised(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Normalised images float32 [B, H, W, 3] → {"embedding": float32 [B, D]}."""
-        embedding = tf.cast(self._encoder[0](images, training=False), tf.float32)
-        return {OUTPUT_KEY: tf.math.l2_normalize(embedding, axis=-1)}
-
-    def _embed_images(self, images: tf.Tensor) -> dict[str, tf.Tensor]:
-        """RGB pixels float32 [B, H, W, 3] in 0–255 → {"embedding": float32 [B, D]}."""
-        shape = tf.shape(images)
-        want = f"[batch, {self.height}, {self.width}, 3]"
-        checks = [
-            tf.debugging.Assert(
-                tf.equal(tf.rank(images), 4),
-                [
-                    f"{PIXELS_SIGNATURE}: '{PIXELS_INPUT}' must have rank 4, shape {want}; got "
-                    "shape",
-                    shape,
-                ],
-            ),
-            tf.debugging.Assert(
-                tf.reduce_all(tf.equal(tf.shape(images)[1:], [self.height, self.width, 3])),
-                [
-                    f"{PIXELS_SIGNATURE}: '{PIXELS_INPUT}' must have shape {want} (resize on the "
-                    f"client, or send encoded files to '{SERVING_SIGNATURE}'); got shape",
-                    shape,
-                ],
-            ),
-            tf.debugging.Assert(
-                shape[0] > 0, [f"{PIXELS_SIGNATURE}: empty batch; send at least one image"]
-            ),
-            tf.debugging.Assert(
-                tf.reduce_all(tf.math.is_finite(images)),
-                [
-                    f"{PIXELS_SIGNATURE}: '{PIXELS_INPUT}' holds NaN or Inf; send RGB pixels in "
-                    "0-255"
-                ],
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            images = tf.identity(images)
-        return self._embed_normalised(normalize(images))
-
-    def _serve_bytes(self, image_bytes: tf.Tensor) -> dict[str, tf.Tensor]:
-        """Encoded JPEG/PNG files tf.string [B] → {"embedding": float32 [B, D]}."""
-        is_jpeg = tf.equal(tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
-        is_png = tf.equal(tf.strings.substr(image_bytes, 0, len(_PNG_MAGIC)), _PNG_MAGIC)
-        bad = tf.reshape(tf.where(tf.logical_not(is_jpeg | is_png)), [-1])
-        checks = [
-            tf.debugging.Assert(
-                tf.equal(tf.rank(image_bytes), 1),
-                [
-                    f"{SERVING_SIGNATURE}: '{BYTES_INPUT}' must be a 1-D batch of encoded files; "
-                    "got shape",
-                    tf.shape(image_bytes),
-                ],
-            ),
-            tf.debugging.Assert(
-                tf.size(image_bytes) > 0,
-                [f"{SERVING_SIGNATURE}: empty batch; send at least one JPEG or PNG file"],
-            ),
-            tf.debugging.Assert(
-                tf.equal(tf.size(bad), 0),
-                [
-                    f"{SERVING_SIGNATURE}: '{BYTES_INPUT}' element(s)",
-                    bad,
-                    "are not JPEG or PNG files (wrong leading bytes); send the raw file bytes "
-                    '(REST: {"b64": base64 of the file})',
-                ],
-                summarize=16,
-            ),
-        ]
-        with tf.control_dependencies(checks):
-            image_bytes = tf.identity(image_bytes)
-        images = tf.map_fn(
-            lambda data: decode_image(data, self.height, self.width),
-            image_bytes,
-            fn_output_signature=tf.TensorSpec([self.height, self.width, 3], tf.float32),
-        )
-        return self._embed_normalised(normalize(images))
-
-    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
-        """The signature map for ``tf.saved_model.save``."""
-        return {
-            SERVING_SIGNATURE: self.serve_bytes.get_concrete_function(),
-            PIXELS_SIGNATURE: self.embed_images.get_concrete_function(),
-            METADATA_SIGNATURE: self.metadata.get_concrete_function(),
-        }
 
 
 # --------------------------------------------------------------------------------------------
@@ -452,7 +252,8 @@ def export_encoder(
         os.makedirs(export_dir, exist_ok=True)
     except OSError as err:
         raise UserError(f"--export_dir={export_dir}: cannot create it ({err})") from err
-    dim = int(encoder(tf.zeros((1, cfg.height, cfg.width, 3)), training=False).shape[-1])
+    height, width = cfg.data.height, cfg.data.width
+    dim = int(encoder(tf.zeros((1, height, width, 3)), training=False).shape[-1])
     metadata = build_metadata(cfg, dim, model_name, version)
     metadata_json = json.dumps(metadata, indent=2, sort_keys=True)
     # Hidden temporary directory on the same file system: TF Serving ignores non-numeric names,
@@ -464,13 +265,11 @@ def export_encoder(
         metadata_path = os.path.join(staging, METADATA_FILE)
         with open(metadata_path, "w") as f:
             f.write(metadata_json)
-        module = ServingModule(encoder, cfg.height, cfg.width, metadata_json, metadata_path)
+        module = ServingModule(encoder, height, width, metadata_json, metadata_path)
         saved = os.path.join(tmp_dir, "model")
         tf.saved_model.save(module, saved, signatures=module.signatures())
         if warmup_batch_sizes:
-            write_warmup_file(
-                saved, warmup_requests(model_name, cfg.height, cfg.width, warmup_batch_sizes)
-            )
+            write_warmup_file(saved, warmup_requests(model_name, height, width, warmup_batch_sizes))
         try:
             os.rename(saved, final_dir)
         except OSError as err:
@@ -499,14 +298,12 @@ def export_run(
     Returns:
       the path of the version directory written.
     """
-    from maskpre_tf.models.maskpre import load_teacher
-
     if not os.path.isdir(run_dir):
         raise UserError(
             f"--checkpoint={run_dir}: no such directory; expected the --output_dir "
             "of a maskpre_tf.train run"
         )
-    teacher, cfg = load_teacher(run_dir, prefer_checkpoint=prefer_checkpoint)
+    teacher, cfg = runs.load_teacher(run_dir, prefer_checkpoint=prefer_checkpoint)
     return export_encoder(
         teacher,
         cfg,
@@ -556,19 +353,6 @@ def define_flags() -> None:
         "export the latest checkpoint even when teacher.weights.h5 exists",
     )
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")
-
-
-def quiet_library_logs() -> None:
-    """Log only warnings and errors through absl unless ``--verbosity`` was given.
-
-    Library INFO logs (SavedModel writing, faiss loading) would drown a program's summary; used
-    by this program and ``maskpre_tf.search``.
-    """
-    from absl import flags
-    from absl import logging as absl_logging
-
-    if not flags.FLAGS["verbosity"].present:
-        absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def main(argv: list[str]) -> None:

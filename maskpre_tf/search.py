@@ -2,11 +2,11 @@
 
 ``python -m maskpre_tf.search --model=RUN_OR_EXPORT --gallery=DIR --query=IMG_OR_DIR --top_k=10``
 
-* ``--model`` is a training run directory (``config.json`` + teacher weights; loaded with
-  :func:`maskpre_tf.models.maskpre.load_teacher`) or an exported SavedModel (a version directory
-  holding ``saved_model.pb``, or the model base path, whose highest version is used). Either way
-  images are embedded through the export's ``serving_default`` graph (JPEG/PNG bytes → decode,
-  resize, normalise → embedding), i.e. exactly what TF Serving computes.
+* ``--model`` is a training run directory or an exported SavedModel (a version directory
+  holding ``saved_model.pb``, or the model base path, whose highest version is used), loaded by
+  :func:`maskpre_tf.inference.load_embedder`. Either way images are embedded through the
+  export's ``serving_default`` graph (JPEG/PNG bytes → decode, resize, the weights' own
+  normalisation → embedding), i.e. exactly what TF Serving computes.
 * Gallery embeddings are cached in ``--cache_dir`` (default ``<gallery>/.maskpre_cache``; when
   the gallery folder is read-only, ``<output_dir>/.maskpre_cache``) as a faiss ``IndexFlatIP``
   (inner product = cosine similarity on the L2-normalised embeddings) plus a JSON file list. The
@@ -27,135 +27,22 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.data.datasets import IMAGE_EXTENSIONS, MARKET_PATTERN
-from maskpre_tf.data.pipeline import image_file_problem
-from maskpre_tf.errors import UserError, run_main
+from maskpre_tf.data.images import image_file_problem
+from maskpre_tf.errors import UserError, quiet_library_logs, run_main
+from maskpre_tf.inference import Embedder, load_embedder
 
 CACHE_DIRNAME = ".maskpre_cache"
 # Thumbnail cell of the ranked-list picture (pixels) and its outline width.
 CELL_HEIGHT, CELL_WIDTH, OUTLINE, CAPTION_HEIGHT, GAP = 128, 64, 4, 16, 12
 COLOURS = {True: (30, 170, 60), False: (215, 40, 40), None: (150, 150, 150)}
 _MAX_EXAMPLES = 5
-
-
-# --------------------------------------------------------------------------------------------
-# Models
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Embedder:
-    """A model that maps encoded image files to embeddings.
-
-    Attributes:
-      embed_bytes: list of encoded JPEG/PNG files (length n ≥ 1) → float32 [n, D] L2-normalised;
-        raises ``tf.errors.InvalidArgumentError`` when a file cannot be decoded.
-      height, width: the model's input size in pixels.
-      identity: hex digest of the model's content (cache key).
-      description: the model's path and kind, for reports.
-    """
-
-    embed_bytes: Callable[[Sequence[bytes]], np.ndarray]
-    height: int
-    width: int
-    identity: str
-    description: str
-
-
-def _hash_files(paths: Sequence[str]) -> str:
-    """SHA-256 (hex) of the concatenated contents of ``paths``."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def find_saved_model(path: str) -> str | None:
-    """The SavedModel directory at ``path``: itself, or its highest numeric version subfolder."""
-    if os.path.isfile(os.path.join(path, "saved_model.pb")):
-        return path
-    if not os.path.isdir(path):
-        return None
-    versions = sorted(
-        int(name)
-        for name in os.listdir(path)
-        if name.isdigit() and os.path.isfile(os.path.join(path, name, "saved_model.pb"))
-    )
-    return os.path.join(path, str(versions[-1])) if versions else None
-
-
-def load_embedder(model: str) -> Embedder:
-    """Load a training run directory or an exported SavedModel as an :class:`Embedder`."""
-    if os.path.isfile(os.path.join(model, "config.json")):
-        return _embedder_from_run(model)
-    saved = find_saved_model(model)
-    if saved is None:
-        raise UserError(
-            f"--model={model}: neither a training run directory (config.json) nor a SavedModel "
-            "(saved_model.pb, or numbered version folders holding one); pass the --output_dir "
-            "of maskpre_tf.train or the --export_dir of maskpre_tf.export"
-        )
-    return _embedder_from_saved_model(saved)
-
-
-def _embedder_from_run(run_dir: str) -> Embedder:
-    """An :class:`Embedder` on a run's teacher, through the same graph the export serves."""
-    from maskpre_tf.export import ServingModule, build_metadata
-    from maskpre_tf.models.maskpre import load_teacher
-
-    teacher, cfg = load_teacher(run_dir)
-    digest = hashlib.sha256()
-    for weight in teacher.weights:
-        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
-    meta = build_metadata(cfg, teacher.channels, "search", 0)
-    module = ServingModule(teacher, cfg.height, cfg.width, json.dumps(meta))
-
-    def embed(files: Sequence[bytes]) -> np.ndarray:
-        return module.serve_bytes(tf.constant(list(files), tf.string))["embedding"].numpy()
-
-    return Embedder(
-        embed,
-        cfg.height,
-        cfg.width,
-        digest.hexdigest(),
-        f"training run {run_dir} ({cfg.backbone}, {cfg.height}x{cfg.width})",
-    )
-
-
-def _embedder_from_saved_model(saved: str) -> Embedder:
-    """An :class:`Embedder` on an exported SavedModel's ``serving_default`` signature."""
-    try:
-        loaded = tf.saved_model.load(saved)
-        signature = loaded.signatures["serving_default"]
-        meta = json.loads(loaded.signatures["metadata"]()["metadata_json"].numpy().decode())
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(
-            f"--model={saved}: not a SavedModel written by maskpre_tf.export "
-            f"({err}); export the run again"
-        ) from err
-    files = [os.path.join(saved, "saved_model.pb")]
-    variables = os.path.join(saved, "variables")
-    if os.path.isdir(variables):
-        files += sorted(os.path.join(variables, name) for name in os.listdir(variables))
-
-    def embed(batch: Sequence[bytes]) -> np.ndarray:
-        return signature(image_bytes=tf.constant(list(batch), tf.string))["embedding"].numpy()
-
-    return Embedder(
-        embed,
-        int(meta["height"]),
-        int(meta["width"]),
-        _hash_files(files),
-        f"SavedModel {saved} ({meta.get('backbone')}, {meta['height']}x{meta['width']})",
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -669,8 +556,6 @@ def define_flags() -> None:
 def main(argv: list[str]) -> None:
     """Program entry: run the search given by the flags."""
     from absl import flags
-
-    from maskpre_tf.export import quiet_library_logs
 
     del argv
     values = flags.FLAGS

@@ -10,7 +10,6 @@ requests with TF Serving's documented rules and run the loaded signatures.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import http.server
 import importlib.util
 import json
@@ -27,7 +26,8 @@ import tensorflow as tf
 
 from maskpre_tf import export
 from maskpre_tf.config import TrainConfig
-from maskpre_tf.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, decode_image, normalize
+from maskpre_tf import runs
+from maskpre_tf.data.images import decode_image
 from maskpre_tf.errors import UserError
 from maskpre_tf.models.maskpre import build_encoder
 
@@ -48,16 +48,17 @@ def _load_script(name: str):
     return module
 
 
-def make_run(run_dir: str, seed: int = 0):
+def make_run(run_dir: str, seed: int = 0, input_norm: str = "torch"):
     """A finished training run's layout with a seeded, non-trivial teacher (BN stats too)."""
-    cfg = TrainConfig(
+    cfg = TrainConfig().replace(
         backbone="resnet_small",
         backbone_weights="none",
+        input_norm=input_norm,
         height=HEIGHT,
         width=WIDTH,
         output_dir=run_dir,
     )
-    teacher = build_encoder(cfg, name="teacher")
+    teacher = build_encoder(cfg.model, (HEIGHT, WIDTH, 3), name="teacher")
     rng = np.random.default_rng(seed)
     for var in teacher.weights:
         value = var.numpy()
@@ -69,9 +70,8 @@ def make_run(run_dir: str, seed: int = 0):
             value = value * rng.uniform(0.8, 1.2, value.shape)
         var.assign(value.astype(np.float32))
     os.makedirs(run_dir, exist_ok=True)
-    with open(os.path.join(run_dir, "config.json"), "w") as f:
-        json.dump({"digest": cfg.digest(), "config": dataclasses.asdict(cfg)}, f)
-    teacher.save_weights(os.path.join(run_dir, "teacher.weights.h5"))
+    runs.write_config(cfg, run_dir)
+    teacher.save_weights(os.path.join(run_dir, runs.TEACHER_WEIGHTS))
     return teacher, cfg
 
 
@@ -101,7 +101,7 @@ def loaded(exported):
 def keras_embeddings(teacher, files):
     """The Keras teacher's embeddings of files, decoded by the training pipeline."""
     pixels = tf.stack([decode_image(tf.io.read_file(f), HEIGHT, WIDTH) for f in files])
-    return teacher(normalize(pixels), training=False).numpy(), pixels.numpy()
+    return teacher(pixels, training=False).numpy(), pixels.numpy()
 
 
 def read_bytes(files):
@@ -165,10 +165,28 @@ def test_metadata_signature_matches_asset(exported, loaded):
     assert from_asset["embedding_dim"] == 256
     assert from_asset["config_digest"] == cfg.digest()
     assert from_asset["backbone"] == "resnet_small"
-    np.testing.assert_allclose(from_asset["mean"], IMAGENET_MEAN)
-    np.testing.assert_allclose(from_asset["std"], IMAGENET_STD)
+    assert from_asset["input_norm"] == "torch" == cfg.model.input_norm
+    np.testing.assert_allclose(from_asset["normalization"]["mean"], [123.675, 116.28, 103.53])
     for key in ("maskpre_tf_version", "exported_at"):
         assert from_asset[key]
+
+
+def test_caffe_normalised_export_serves_the_keras_teacher_on_jpeg_bytes(exported, tmp_path):
+    _, _, _, files = exported
+    teacher, _ = make_run(str(tmp_path / "run"), input_norm="caffe")
+    version_dir = export.export_run(str(tmp_path / "run"), str(tmp_path / "models" / "caffe"),
+                                    warmup_batch_sizes=(1,))
+    loaded = tf.saved_model.load(version_dir)
+    meta = json.loads(loaded.signatures["metadata"]()["metadata_json"].numpy())
+    assert meta["input_norm"] == "caffe" and meta["normalization"]["channel_order"] == "BGR"
+    expected, _ = keras_embeddings(teacher, files)
+    served = loaded.signatures["serving_default"](image_bytes=tf.constant(read_bytes(files)))
+    assert np.abs(served["embedding"].numpy() - expected).max() <= 1e-4
+    # The normalisation is the weights' own: the same weights fed torch-normalised pixels
+    # embed differently.
+    teacher.input_norm = "torch"
+    torch_fed, _ = keras_embeddings(teacher, files)
+    assert np.abs(torch_fed - expected).max() > 1e-2
 
 
 # ---------------------------------------------------------------------------- fresh process

@@ -1,4 +1,4 @@
-"""Tests of maskpre_tf.data.pipeline: decoding, normalisation, augmentation, sampler, datasets."""
+"""Tests of the input pipeline: image decoding/validation, augmentation, P×K sampler, tf.data."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from maskpre_tf.data import pipeline  # noqa: E402
+from maskpre_tf.data.augment import augment  # noqa: E402
+from maskpre_tf.data.images import decode_image, image_file_problem, validate_images  # noqa: E402
+from maskpre_tf.data.sampler import PKSampler  # noqa: E402
 from maskpre_tf.errors import UserError  # noqa: E402
+from maskpre_tf.models.normalization import IMAGENET_MEAN_PIXEL, normalize_pixels  # noqa: E402
 
 H, W = 32, 16
-MEAN = np.array(pipeline.IMAGENET_MEAN, np.float32)
-STD = np.array(pipeline.IMAGENET_STD, np.float32)
+MEAN = np.array(IMAGENET_MEAN_PIXEL, np.float32)
 
 
 def _save(path, array, fmt):
@@ -67,38 +70,30 @@ def _read(path):
 
 def test_decode_jpeg_and_png_shapes_and_range(files):
     for key in ("jpeg", "png"):
-        image = pipeline.decode_image(_read(files[key]), 2 * H, 2 * W).numpy()
+        image = decode_image(_read(files[key]), 2 * H, 2 * W).numpy()
         assert image.shape == (2 * H, 2 * W, 3) and image.dtype == np.float32
         assert image.min() >= 0.0 and image.max() <= 255.0
-    same_size = pipeline.decode_image(_read(files["png"]), H, W).numpy()
+    same_size = decode_image(_read(files["png"]), H, W).numpy()
     np.testing.assert_allclose(same_size, files["rgb_array"].astype(np.float32), atol=1e-3)
 
 
 def test_decode_promotes_grayscale_and_drops_alpha(files):
-    gray = pipeline.decode_image(_read(files["gray_png"]), H, W).numpy()
+    gray = decode_image(_read(files["gray_png"]), H, W).numpy()
     assert gray.shape == (H, W, 3)
     for channel in range(3):
         np.testing.assert_allclose(gray[..., channel], files["gray_array"], atol=1e-3)
-    rgba = pipeline.decode_image(_read(files["rgba_png"]), H, W).numpy()
+    rgba = decode_image(_read(files["rgba_png"]), H, W).numpy()
     np.testing.assert_allclose(rgba, files["rgb_array"].astype(np.float32), atol=1e-3)
 
 
 def test_decode_is_graph_safe_and_rejects_corrupt_bytes(files):
     decode = tf.function(
-        lambda data: pipeline.decode_image(data, H, W),
+        lambda data: decode_image(data, H, W),
         input_signature=[tf.TensorSpec([], tf.string)],
     )
     assert decode(_read(files["jpeg"])).shape == (H, W, 3)
     with pytest.raises(tf.errors.InvalidArgumentError):
         decode(_read(files["truncated_jpeg"]))
-
-
-def test_normalize_maps_mean_to_zero_and_mean_plus_std_to_one():
-    images = np.stack([np.broadcast_to(MEAN, (H, W, 3)), np.broadcast_to(MEAN + STD, (H, W, 3))])
-    out = pipeline.normalize(tf.constant(images)).numpy()
-    assert out.shape == (2, H, W, 3)
-    np.testing.assert_allclose(out[0], 0.0, atol=1e-5)
-    np.testing.assert_allclose(out[1], 1.0, atol=1e-5)
 
 
 # --- augment --------------------------------------------------------------------------------
@@ -118,7 +113,7 @@ def _augment_many(image, count, pad, erase_prob, first_seed=0):
     @tf.function
     def run(seeds):
         return tf.map_fn(
-            lambda seed: pipeline.augment(tf.constant(image), seed, pad, erase_prob),
+            lambda seed: augment(tf.constant(image), seed, pad, erase_prob),
             seeds,
             fn_output_signature=tf.float32,
         )
@@ -165,9 +160,9 @@ def test_augment_random_erasing_rate_area_and_fill():
     for mask in erased[has_erase][:20]:
         rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
         assert mask.sum() == rows.size * cols.size  # a filled rectangle
-    # Untouched pixels stay black; erased ones become exactly 0 after normalisation.
+    # Untouched pixels stay black; erased ones become 0 after torchvision normalisation.
     assert np.all(out[~erased] == 0.0)
-    normalised = pipeline.normalize(tf.constant(out[has_erase][:5])).numpy()
+    normalised = normalize_pixels(tf.constant(out[has_erase][:5]), "torch").numpy()
     np.testing.assert_allclose(normalised[erased[has_erase][:5]], 0.0, atol=1e-5)
 
 
@@ -184,7 +179,7 @@ def _labels_and_cams():
 
 def test_sampler_batch_structure_and_outliers():
     labels, cams = _labels_and_cams()
-    sampler = pipeline.PKSampler(labels, cams, batch_size=12, num_instances=4, seed=3)
+    sampler = PKSampler(labels, cams, batch_size=12, num_instances=4, seed=3)
     assert sampler.num_identities == 9 and sampler.num_pids_per_batch == 3
     indices = sampler.epoch_indices(0, 30)
     assert indices.dtype == np.int64 and indices.shape == (30 * 12,)
@@ -201,7 +196,7 @@ def test_sampler_batch_structure_and_outliers():
 
 def test_sampler_prefers_distinct_cameras_and_fills_small_clusters():
     labels, cams = _labels_and_cams()
-    sampler = pipeline.PKSampler(labels, cams, batch_size=12, num_instances=4, seed=5)
+    sampler = PKSampler(labels, cams, batch_size=12, num_instances=4, seed=5)
     groups = sampler.epoch_indices(2, 30).reshape(-1, 4)
     for group in groups:
         label = labels[group[0]]
@@ -210,7 +205,7 @@ def test_sampler_prefers_distinct_cameras_and_fills_small_clusters():
         else:  # ≥ 4 cameras available → 4 distinct cameras
             assert len(set(cams[group])) == 4 and len(set(group)) == 4
     # Two cameras, K = 4: round-robin gives two images from each camera.
-    two_cam = pipeline.PKSampler(
+    two_cam = PKSampler(
         np.repeat(np.arange(3), 8), np.tile([0, 0, 0, 0, 0, 0, 1, 1], 3), 8, 4, seed=0
     )
     for group in two_cam.epoch_indices(0, 10).reshape(-1, 4):
@@ -220,13 +215,13 @@ def test_sampler_prefers_distinct_cameras_and_fills_small_clusters():
 
 def test_sampler_determinism_and_redriving():
     labels, cams = _labels_and_cams()
-    a = pipeline.PKSampler(labels, cams, 12, 4, seed=1)
-    b = pipeline.PKSampler(labels, cams, 12, 4, seed=1)
+    a = PKSampler(labels, cams, 12, 4, seed=1)
+    b = PKSampler(labels, cams, 12, 4, seed=1)
     np.testing.assert_array_equal(a.epoch_indices(4, 10), b.epoch_indices(4, 10))
     # A longer epoch extends a shorter one (the pipeline's spare chunks rely on this).
     np.testing.assert_array_equal(a.epoch_indices(4, 25)[: 10 * 12], a.epoch_indices(4, 10))
     assert not np.array_equal(a.epoch_indices(4, 10), a.epoch_indices(5, 10))
-    c = pipeline.PKSampler(labels, cams, 12, 4, seed=2)
+    c = PKSampler(labels, cams, 12, 4, seed=2)
     assert not np.array_equal(a.epoch_indices(4, 10), c.epoch_indices(4, 10))
     before = a.epoch_indices(4, 10)
     new_labels = np.arange(labels.size) % 5  # 5 new clusters, no outliers
@@ -241,13 +236,13 @@ def test_sampler_determinism_and_redriving():
 def test_sampler_errors():
     labels, cams = _labels_and_cams()
     with pytest.raises(UserError, match="clustering produced 2 clusters but the batch needs 3"):
-        pipeline.PKSampler(np.where(labels < 2, labels, -1), cams, 12, 4, seed=0)
-    sampler = pipeline.PKSampler(labels, cams, 12, 4, seed=0)
+        PKSampler(np.where(labels < 2, labels, -1), cams, 12, 4, seed=0)
+    sampler = PKSampler(labels, cams, 12, 4, seed=0)
     with pytest.raises(UserError, match="--eps"):
         sampler.set_labels(np.full_like(labels, -1))
     assert sampler.num_identities == 9  # a failed update keeps the old labels
     with pytest.raises(UserError, match="multiple"):
-        pipeline.PKSampler(labels, cams, 10, 4, seed=0)
+        PKSampler(labels, cams, 10, 4, seed=0)
     with pytest.raises(UserError, match="one entry per training image"):
         sampler.set_labels(labels[:-1])
 
@@ -259,24 +254,24 @@ def test_validate_images_finds_bad_files(files):
     good = [files[k] for k in ("jpeg", "png", "gray_png", "rgba_png")]
     bad = [files[k] for k in ("truncated_jpeg", "truncated_png", "empty", "text", "missing")]
     mixed = [good[0], bad[0], good[1], bad[1], bad[2], good[2], bad[3], good[3], bad[4]]
-    assert pipeline.validate_images(mixed) == bad
-    assert pipeline.validate_images(good) == []
-    assert pipeline.image_file_problem(files["truncated_png"]) == "truncated PNG (no IEND chunk)"
-    assert pipeline.image_file_problem(files["missing"]) == "missing"
+    assert validate_images(mixed) == bad
+    assert validate_images(good) == []
+    assert image_file_problem(files["truncated_png"]) == "truncated PNG (no IEND chunk)"
+    assert image_file_problem(files["missing"]) == "missing"
 
 
 # --- datasets -------------------------------------------------------------------------------
 
 
 def _solid_index(images):
-    """Recover the solid-colour file index from normalised images (centre pixel, channel 0)."""
+    """Recover the solid-colour file index from pixel batches (centre pixel, channel 0)."""
     centre = images[:, images.shape[1] // 2, images.shape[2] // 2, 0]
-    return np.round((centre * STD[0] + MEAN[0]) / 10).astype(int)
+    return np.round(centre / 10).astype(int)
 
 
 def _train_setup(paths, labels, erase_prob=0.0, extra_batches=None):
     cams = np.arange(len(paths)) % 3
-    sampler = pipeline.PKSampler(labels, cams, batch_size=8, num_instances=2, seed=0)
+    sampler = PKSampler(labels, cams, batch_size=8, num_instances=2, seed=0)
     epoch = [0]
     dataset = pipeline.make_train_dataset(
         paths,
@@ -370,6 +365,4 @@ def test_eval_dataset_preserves_order_and_keeps_last_batch(files):
     assert images.dtype == np.float32 and images.shape == (7, H, W, 3)
     np.testing.assert_array_equal(_solid_index(images), np.arange(7))
     colour = np.array([30, 225, 111], np.float32)  # file 3
-    np.testing.assert_allclose(
-        images[3], np.broadcast_to((colour - MEAN) / STD, (H, W, 3)), atol=1e-4
-    )
+    np.testing.assert_allclose(images[3], np.broadcast_to(colour, (H, W, 3)), atol=1e-4)

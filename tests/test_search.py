@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from maskpre_tf import search
+from maskpre_tf import inference, runs, search
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.errors import UserError
 from maskpre_tf.models.maskpre import build_encoder
@@ -30,19 +30,18 @@ def run_dir(tmp_path_factory):
 
     keras.utils.set_random_seed(3)
     out = tmp_path_factory.mktemp("search_run")
-    cfg = TrainConfig(
+    cfg = TrainConfig().replace(
         backbone="resnet_small", backbone_weights="none", height=64, width=32, output_dir=str(out)
     )
-    teacher = build_encoder(cfg, name="teacher")
-    with open(out / "config.json", "w") as f:
-        json.dump({"digest": cfg.digest(), "config": dataclasses.asdict(cfg)}, f)
-    teacher.save_weights(str(out / "teacher.weights.h5"))
+    teacher = build_encoder(cfg.model, (64, 32, 3), name="teacher")
+    runs.write_config(cfg, str(out))
+    teacher.save_weights(str(out / runs.TEACHER_WEIGHTS))
     return str(out)
 
 
 @pytest.fixture(scope="module")
 def embedder(run_dir):
-    return search.load_embedder(run_dir)
+    return inference.load_embedder(run_dir)
 
 
 @pytest.fixture()
@@ -63,7 +62,7 @@ def gallery(synth_market, tmp_path):
     return str(gallery_dir), str(query_dir), [names[i] for i in QUERY_PICKS]
 
 
-def counting(inner: search.Embedder) -> tuple[search.Embedder, list[int]]:
+def counting(inner: inference.Embedder) -> tuple[inference.Embedder, list[int]]:
     """The same embedder, counting the images it embeds (to observe the cache)."""
     count = [0]
 
@@ -183,8 +182,8 @@ def test_saved_model_and_run_dir_give_the_same_ranking(run_dir, embedder, galler
     base = tmp_path / "models" / "maskpre"
     export_run(run_dir, str(base), warmup_batch_sizes=())
     export_run(run_dir, str(base), warmup_batch_sizes=())
-    assert search.find_saved_model(str(base)) == str(base / "2")
-    exported = search.load_embedder(str(base))
+    assert inference.find_saved_model(str(base)) == str(base / "2")
+    exported = inference.load_embedder(str(base))
     assert (exported.height, exported.width) == (64, 32)
     assert exported.identity != embedder.identity
     gallery_dir, query_dir, _ = gallery
@@ -198,7 +197,7 @@ def test_saved_model_and_run_dir_give_the_same_ranking(run_dir, embedder, galler
 def test_user_errors(embedder, gallery, tmp_path):
     gallery_dir, query_dir, _ = gallery
     with pytest.raises(UserError, match="neither a training run directory"):
-        search.load_embedder(str(tmp_path))
+        inference.load_embedder(str(tmp_path))
     with pytest.raises(UserError, match="--query=.*no such file"):
         search.run_search(embedder, gallery_dir, str(tmp_path / "nope"), str(tmp_path / "o"))
     empty = tmp_path / "empty"

@@ -13,7 +13,7 @@ from maskpre_tf.config import TrainConfig
 from maskpre_tf.models.maskpre import build_maskpre
 from maskpre_tf.training.loop import NonFiniteLossError, Trainer
 
-CFG = TrainConfig(backbone="resnet_small", backbone_weights="none", height=32, width=16,
+CFG = TrainConfig().replace(backbone="resnet_small", backbone_weights="none", height=32, width=16,
                   batch_size=8, num_instances=2, drop_rate=0.3, lr=1e-3, iters=2, epochs=1)
 HERE = os.path.dirname(__file__)
 
@@ -25,7 +25,7 @@ def model():
 
 def _batch(seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": rng.normal(size=(8, CFG.height, CFG.width, 3)).astype(np.float32),
+    return {"image": rng.uniform(0, 255, size=(8, CFG.data.height, CFG.data.width, 3)).astype(np.float32),
             "index": np.arange(8, dtype=np.int64),
             "label": np.repeat(np.arange(4), 2).astype(np.int64)}
 

@@ -18,7 +18,7 @@ def extract_features(embed: Callable[[tf.Tensor], tf.Tensor], paths: Sequence[st
     """Embeddings of the images at ``paths``, in order.
 
     Args:
-      embed: maps normalised images float32 [b, H, W, 3] to embeddings [b, D] (e.g. a
+      embed: maps RGB pixels float32 [b, H, W, 3] in 0–255 to embeddings [b, D] (e.g. a
         ``tf.function`` around the teacher encoder).
       paths: image files.
       height, width: input size in pixels.

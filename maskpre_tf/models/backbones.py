@@ -5,27 +5,64 @@ Every builder returns a functional ``keras.Model`` from ``[B, H, W, 3]`` normali
 stride 1, so a 256x128 crop gives a 16x8 map, the re-ID standard of Luo et al., "Bag of Tricks",
 CVPRW 2019).
 
-- ``resnet50``: ``keras.applications.ResNet50`` with the stride of stage 5 set to 1; 2048 channels.
-- ``mobilenet_v2``: ``keras.applications.MobileNetV2`` with the stride of its last down-sampling
-  block set to 1; 1280 channels.
+- ``resnet50``: ResNet-50 with the stride of stage 5 set to 1; 2048 channels.
+- ``mobilenet_v2``: MobileNetV2 (width 1.0) with the stride of its last down-sampling block set
+  to 1; 1280 channels.
 - ``resnet_small``: a narrow ResNet of basic blocks (He et al., CVPR 2016), total stride 8, for CPU
   work and the demo; 256 channels.
 
-Weights: ``"imagenet"`` uses Keras's own download (cached in ``~/.keras/models``; needs network),
-a file path loads a local Keras weights file of the unmodified application model (e.g. the
-``*_notop.h5`` file Keras would download), ``"none"`` starts from random initialisation. Under more
-than one replica BatchNormalization is synchronised across replicas (``sync_bn=True``).
+Layouts. The two ImageNet trunks are ``keras.applications`` models; their weights come from Keras
+(``"imagenet"``, cached in ``~/.keras/models``; needs network) or from a local Keras weights file
+of the unmodified application model (see :mod:`maskpre_tf.weights`). ``layout="keras"`` keeps
+the Keras architecture. ``layout="torch"`` rebuilds the trunk the way PyTorch computes it, for
+weights imported from torchvision/timm: stride-2 convolutions pad symmetrically (PyTorch's
+``padding=k // 2``; Keras's "same" pads bottom/right only), BatchNorm epsilon 1e-5, and for
+ResNet-50 the stride of each stage's first bottleneck sits on its 3x3 convolution
+(torchvision's "ResNet v1.5"; Keras's ResNet50 strides the first 1x1). Neither change alters the
+weights' shapes or order, so both layouts load the same weights file. Under more than one
+replica BatchNormalization is synchronised across replicas (``sync_bn=True``).
 """
 
 from __future__ import annotations
 
-import os
-
 import keras
 
 from maskpre_tf.errors import UserError
+from maskpre_tf.models.layers import BN_MOMENTUM
 
 BACKBONES = ("resnet50", "mobilenet_v2", "resnet_small")
+LAYOUTS = ("keras", "torch")
+TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
+
+
+@keras.saving.register_keras_serializable(package="maskpre_tf")
+class SymmetricPadConv2D(keras.layers.Conv2D):
+    """Conv2D with PyTorch's zero padding: ``dilation * (k - 1) // 2`` cells on every side.
+
+    Keras's ``padding="same"`` with stride 2 on an even input pads only the bottom/right, which
+    shifts every output cell by half a pixel against a PyTorch convolution with
+    ``padding=k // 2``; this layer pads both sides and then convolves "valid". Same weights as a
+    Conv2D of the same configuration. [B, H, W, C] → [B, H', W', filters].
+    """
+
+    def __init__(self, *args, **kwargs):
+        kwargs["padding"] = "valid"
+        super().__init__(*args, **kwargs)
+
+    def _pads(self) -> tuple[int, int]:
+        (kh, kw), (dh, dw) = self.kernel_size, self.dilation_rate
+        return dh * (kh - 1) // 2, dw * (kw - 1) // 2
+
+    def call(self, inputs):
+        ph, pw = self._pads()
+        padded = keras.ops.pad(inputs, [[0, 0], [ph, ph], [pw, pw], [0, 0]])
+        return super().call(padded)
+
+    def compute_output_shape(self, input_shape):
+        ph, pw = self._pads()
+        b, h, w, c = input_shape
+        padded = (b, None if h is None else h + 2 * ph, None if w is None else w + 2 * pw, c)
+        return super().compute_output_shape(padded)
 
 
 def _application(name: str, input_shape: tuple[int, int, int], weights: str) -> keras.Model:
@@ -42,40 +79,71 @@ def _application(name: str, input_shape: tuple[int, int, int], weights: str) -> 
             raise
         raise UserError(
             f"could not obtain ImageNet weights for {name} ({err}); on a machine without network "
-            "access pass --backbone_weights=/path/to/the_keras_notop_weights.h5 or "
+            "access pass --backbone_weights=/path/to/the_keras_notop_weights.h5 (with "
+            "--input_norm), a file written by python -m maskpre_tf.weights import, or "
             "--backbone_weights=none"
         ) from err
     if weights not in ("imagenet", "none"):
-        if not os.path.isfile(weights):
-            raise UserError(
-                f"--backbone_weights={weights}: no such file; expected a Keras weights file of "
-                f"the {name} application without top, 'imagenet' or 'none'"
-            )
         try:
             model.load_weights(weights, skip_mismatch=False)
         except Exception as err:
             raise UserError(
                 f"--backbone_weights={weights} does not fit keras.applications {name} "
-                f"(include_top=False): {err}"
+                f"(include_top=False): {err}; pass a weights file of that architecture"
             ) from err
     return model
 
 
-def _restride(model: keras.Model, stride_one: set[str], repad: dict[str, tuple],
-              sync_bn: bool) -> keras.Model:
-    """Clone ``model`` with some strides set to 1, some paddings replaced and synced BN.
+def _rebuild(
+    model: keras.Model, name: str, last_stride: int, layout: str, sync_bn: bool
+) -> keras.Model:
+    """Clone an application trunk with the re-ID last stride, the layout and BN settings.
 
-    Strides and padding hold no weights, so the clone takes the original's weights unchanged.
+    Strides, padding and epsilons hold no weights, so the clone takes the original's weights
+    unchanged (same variables in the same order).
     """
+    strides: dict[str, tuple[int, int]] = {}
+    repad: dict[str, tuple] = {}
+    torch = layout == "torch"
+    if name == "resnet50":
+        # conv{3,4,5}_block1 down-sample: Keras strides the first 1x1, torchvision the 3x3.
+        for stage in (3, 4, 5):
+            stride = (1, 1) if stage == 5 and last_stride == 1 else (2, 2)
+            prefix = f"conv{stage}_block1"
+            strides[f"{prefix}_0_conv"] = stride
+            if torch:
+                strides[f"{prefix}_1_conv"] = (1, 1)
+                strides[f"{prefix}_2_conv"] = stride
+            else:
+                strides[f"{prefix}_1_conv"] = stride
+    else:  # mobilenet_v2: ZeroPadding2D + "valid" depthwise convs down-sample
+        if torch:
+            repad = {n: ((1, 1), (1, 1)) for n in ("block_1_pad", "block_3_pad", "block_6_pad")}
+        if last_stride == 1:
+            # With stride 1 the 3x3 depthwise conv needs symmetric padding to keep the map size.
+            strides["block_13_depthwise"] = (1, 1)
+            repad["block_13_pad"] = ((1, 1), (1, 1))
+        elif torch:
+            repad["block_13_pad"] = ((1, 1), (1, 1))
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
         config = layer.get_config()
-        if layer.name in stride_one:
-            config["strides"] = (1, 1)
+        if layer.name in strides:
+            config["strides"] = strides[layer.name]
         if layer.name in repad:
             config["padding"] = repad[layer.name]
-        if sync_bn and isinstance(layer, keras.layers.BatchNormalization):
-            config["synchronized"] = True
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["synchronized"] = sync_bn
+            config["momentum"] = BN_MOMENTUM
+            if torch:
+                config["epsilon"] = TORCH_BN_EPSILON
+        if (
+            torch
+            and type(layer) is keras.layers.Conv2D
+            and config["padding"] == "same"
+            and tuple(config["strides"]) != (1, 1)
+        ):
+            return SymmetricPadConv2D.from_config(config)
         return layer.__class__.from_config(config)
 
     clone = keras.models.clone_model(model, clone_function=clone_layer)
@@ -86,23 +154,26 @@ def _restride(model: keras.Model, stride_one: set[str], repad: dict[str, tuple],
 def _basic_block(x, filters: int, stride: int, name: str, bn):
     """ResNet basic block: two 3x3 convs with a projection shortcut when the shape changes."""
     shortcut = x
-    y = keras.layers.Conv2D(filters, 3, stride, padding="same", use_bias=False,
-                            name=f"{name}_conv1")(x)
+    y = keras.layers.Conv2D(
+        filters, 3, stride, padding="same", use_bias=False, name=f"{name}_conv1"
+    )(x)
     y = bn(f"{name}_bn1")(y)
     y = keras.layers.ReLU(name=f"{name}_relu1")(y)
     y = keras.layers.Conv2D(filters, 3, 1, padding="same", use_bias=False, name=f"{name}_conv2")(y)
     y = bn(f"{name}_bn2")(y)
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = keras.layers.Conv2D(filters, 1, stride, use_bias=False,
-                                       name=f"{name}_proj")(x)
+        shortcut = keras.layers.Conv2D(filters, 1, stride, use_bias=False, name=f"{name}_proj")(x)
         shortcut = bn(f"{name}_proj_bn")(shortcut)
     y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
     return keras.layers.ReLU(name=f"{name}_out")(y)
 
 
-def resnet_small(input_shape: tuple[int, int, int], sync_bn: bool = False,
-                 widths: tuple[int, ...] = (32, 64, 128, 256),
-                 blocks: tuple[int, ...] = (1, 1, 1, 1)) -> keras.Model:
+def resnet_small(
+    input_shape: tuple[int, int, int],
+    sync_bn: bool = False,
+    widths: tuple[int, ...] = (32, 64, 128, 256),
+    blocks: tuple[int, ...] = (1, 1, 1, 1),
+) -> keras.Model:
     """A narrow ResNet of basic blocks with total stride 8 (stem 2, stages 1, 2, 2, 1).
 
     Args:
@@ -115,31 +186,41 @@ def resnet_small(input_shape: tuple[int, int, int], sync_bn: bool = False,
     """
 
     def bn(name):
-        return keras.layers.BatchNormalization(synchronized=sync_bn, name=name)
+        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=sync_bn,
+                                               name=name)
 
     inputs = keras.Input(input_shape, name="image")
-    x = keras.layers.Conv2D(widths[0], 3, 2, padding="same", use_bias=False,
-                            name="stem_conv")(inputs)
+    x = keras.layers.Conv2D(widths[0], 3, 2, padding="same", use_bias=False, name="stem_conv")(
+        inputs
+    )
     x = bn("stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     strides = (1, 2, 2, 1)
     for stage, (filters, depth, stride) in enumerate(zip(widths, blocks, strides, strict=True)):
         for block in range(depth):
-            x = _basic_block(x, filters, stride if block == 0 else 1,
-                             f"stage{stage + 1}_block{block + 1}", bn)
+            x = _basic_block(
+                x, filters, stride if block == 0 else 1, f"stage{stage + 1}_block{block + 1}", bn
+            )
     return keras.Model(inputs, x, name="resnet_small")
 
 
-def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = "none",
-                   last_stride: int = 1, sync_bn: bool = False) -> keras.Model:
+def build_backbone(
+    name: str,
+    input_shape: tuple[int, int, int],
+    weights: str = "none",
+    last_stride: int = 1,
+    sync_bn: bool = False,
+    layout: str = "keras",
+) -> keras.Model:
     """Build a backbone trunk; see the module docstring for the choices.
 
     Args:
       name: one of ``BACKBONES``.
       input_shape: (H, W, 3) of the normalised input.
-      weights: "imagenet", "none", or a path to a Keras weights file.
+      weights: "imagenet", "none", or a path to a Keras weights file of the application model.
       last_stride: 1 (re-ID standard) or 2 (the ImageNet trunk as it is).
       sync_bn: synchronise BatchNormalization across replicas.
+      layout: "keras" or "torch" (how the weights were trained; see the module docstring).
     Returns:
       A functional model from [B, H, W, 3] to the feature map [B, h, w, C].
     """
@@ -147,20 +228,11 @@ def build_backbone(name: str, input_shape: tuple[int, int, int], weights: str = 
         raise UserError(f"--backbone={name} is unknown; choose one of {', '.join(BACKBONES)}")
     if last_stride not in (1, 2):
         raise UserError(f"--last_stride={last_stride}: expected 1 or 2")
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout {layout!r}: expected one of {', '.join(LAYOUTS)}")
     if name == "resnet_small":
         if weights != "none":
             raise UserError("resnet_small has no pre-trained weights; use --backbone_weights=none")
         return resnet_small(input_shape, sync_bn=sync_bn)
     model = _application(name, input_shape, weights)
-    stride_one: set[str] = set()
-    repad: dict[str, tuple] = {}
-    if last_stride == 1 and name == "resnet50":
-        stride_one = {"conv5_block1_1_conv", "conv5_block1_0_conv"}
-    if last_stride == 1 and name == "mobilenet_v2":
-        # block_13 pads (0,1),(0,1) then runs a valid 3x3 depthwise conv with stride 2; with
-        # stride 1 it needs symmetric padding to keep the map size.
-        stride_one = {"block_13_depthwise"}
-        repad = {"block_13_pad": ((1, 1), (1, 1))}
-    if not (stride_one or sync_bn):
-        return model
-    return _restride(model, stride_one, repad, sync_bn)
+    return _rebuild(model, name, last_stride, layout, sync_bn)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from maskpre_tf.models.layers import BN_MOMENTUM
+
 
 def default_hidden_channels(channels: int) -> int:
     """Hidden width of the mask-prediction head: channels // 4, at most 512, at least 1."""
@@ -40,7 +42,9 @@ class MaskPredictionHead(keras.layers.Layer):
         self.conv_in = keras.layers.Conv2D(
             self.hidden, 3, padding="same", use_bias=False, name="conv_in"
         )
-        self.norm = keras.layers.BatchNormalization(synchronized=True, name="norm")
+        self.norm = keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, synchronized=True, name="norm"
+        )
         self.conv_out = keras.layers.Conv2D(self.channels, 1, name="conv_out")
 
     def build(self, input_shape):

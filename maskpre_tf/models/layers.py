@@ -22,6 +22,13 @@ _SALT_POSITION = 0x85EBCA6B
 _SALT_SEED = 0xC2B2AE35
 _CALIBRATION_STEPS = 32
 
+# Moving-average momentum of every BatchNormalization in the models: PyTorch's default (0.1
+# in its convention, 0.9 in Keras's), which the re-ID recipes are tuned with.
+# keras.applications' MobileNetV2 uses 0.999: after a CPU protocol's 720 steps half of its
+# inference statistics would still be ImageNet's, so the network evaluated (and clustered)
+# would not be the one trained.
+BN_MOMENTUM = 0.9
+
 
 def _mul32(a: tf.Tensor, c: int) -> tf.Tensor:
     """(a * c) mod 2**32 for int64 ``a`` in [0, 2**32) and a constant ``c`` < 2**32.

@@ -22,42 +22,60 @@ Inference (``call``) is the teacher's embedding: the teacher is what is evaluate
 
 from __future__ import annotations
 
+import dataclasses
+
 import keras
 import tensorflow as tf
 
 from maskpre_tf import losses
+from maskpre_tf.config import MaskPreConfig, ModelConfig, OptimConfig, TrainConfig
 from maskpre_tf.models.heads import MaskPredictionHead, update_prototypes
-from maskpre_tf.models.layers import DropBlock, GeMPooling, linear_drop_rate
+from maskpre_tf.models.layers import BN_MOMENTUM, DropBlock, GeMPooling, linear_drop_rate
+from maskpre_tf.models.normalization import check_input_norm, normalize_pixels
 
 
 class ReidEncoder(keras.Model):
-    """Backbone + GeM pooling + BN neck: images [B, H, W, 3] → embeddings [B, C] (L2-normalised).
+    """Normalisation + backbone + GeM + BN neck: RGB pixels [B, H, W, 3] in 0–255 → [B, C].
 
+    The encoder normalises its input itself (``input_norm``, the convention of the backbone's
+    weights; see :mod:`maskpre_tf.models.normalization`), so every caller feeds plain pixels.
     The BN neck (Luo et al., CVPRW 2019) normalises the pooled feature; its shift is frozen
-    (``center=False``), as in the bag-of-tricks neck.
+    (``center=False``), as in the bag-of-tricks neck. The embedding is L2-normalised.
     """
 
-    def __init__(self, backbone: keras.Model, sync_bn: bool = False, gem_p: float = 3.0,
-                 **kwargs):
+    def __init__(
+        self,
+        backbone: keras.Model,
+        input_norm: str = "torch",
+        sync_bn: bool = False,
+        gem_p: float = 3.0,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.backbone = backbone
+        self.input_norm = check_input_norm(input_norm)
         self.pool = GeMPooling(p=gem_p, name="gem")
-        self.neck = keras.layers.BatchNormalization(center=False, synchronized=sync_bn,
-                                                    name="bn_neck")
+        self.neck = keras.layers.BatchNormalization(
+            center=False, momentum=BN_MOMENTUM, synchronized=sync_bn, name="bn_neck"
+        )
 
     @property
     def channels(self) -> int:
         """C: channels of the feature map and dimension of the embedding."""
         return int(self.backbone.output.shape[-1])
 
+    def feature_map(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """RGB pixels [B, H, W, 3] in 0–255 → the backbone's region-level map [B, h, w, C]."""
+        return self.backbone(normalize_pixels(pixels, self.input_norm), training=training)
+
     def embed_map(self, feature_map: tf.Tensor, training: bool = False) -> tf.Tensor:
         """Feature map [B, h, w, C] → float32 L2-normalised embedding [B, C]."""
         pooled = self.neck(self.pool(feature_map), training=training)
         return tf.math.l2_normalize(tf.cast(pooled, tf.float32), axis=-1)
 
-    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """Normalised images [B, H, W, 3] → float32 embeddings [B, C]."""
-        return self.embed_map(self.backbone(images, training=training), training=training)
+    def call(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """RGB pixels [B, H, W, 3] in 0–255 → float32 L2-normalised embeddings [B, C]."""
+        return self.embed_map(self.feature_map(pixels, training=training), training=training)
 
 
 class MaskPre(keras.Model):
@@ -69,11 +87,21 @@ class MaskPre(keras.Model):
       num_train: N, the number of training images (bounds the number of clusters).
       total_steps: optimizer steps of the whole run (the DropBlock rate ramps over them).
       global_batch_size: batch size summed over replicas (losses average over it).
-      config: any object with the MaskPre fields of ``maskpre_tf.config.TrainConfig``.
+      config: the method's settings (``MaskPreConfig``).
+      weight_decay: L2 added to the gradients (``OptimConfig.weight_decay``).
     """
 
-    def __init__(self, student: ReidEncoder, teacher: ReidEncoder, num_train: int,
-                 total_steps: int, global_batch_size: int, config, **kwargs):
+    def __init__(
+        self,
+        student: ReidEncoder,
+        teacher: ReidEncoder,
+        num_train: int,
+        total_steps: int,
+        global_batch_size: int,
+        config: MaskPreConfig,
+        weight_decay: float = 5e-4,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.student = student
         self.teacher = teacher
@@ -82,16 +110,23 @@ class MaskPre(keras.Model):
         self.total_steps = int(total_steps)
         self.global_batch_size = int(global_batch_size)
         self.cfg = config
+        self.weight_decay = float(weight_decay)
         channels = student.channels
         self.dropblock = DropBlock(block_size=config.block_size, name="dropblock")
         self.mask_head = MaskPredictionHead(channels, name="mask_head")
         self.prototypes = self.add_weight(
-            shape=(self.num_train, channels), initializer="zeros", trainable=False,
-            name="prototypes")
+            shape=(self.num_train, channels),
+            initializer="zeros",
+            trainable=False,
+            name="prototypes",
+        )
         self.num_clusters = self.add_weight(
-            shape=(), initializer="zeros", dtype="int32", trainable=False, name="num_clusters")
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in
-                         ("loss", "cluster_loss", "mask_loss", "consistency_loss")}
+            shape=(), initializer="zeros", dtype="int32", trainable=False, name="num_clusters"
+        )
+        self.trackers = {
+            name: keras.metrics.Mean(name=name)
+            for name in ("loss", "cluster_loss", "mask_loss", "consistency_loss")
+        }
 
     @property
     def metrics(self) -> list:
@@ -100,7 +135,7 @@ class MaskPre(keras.Model):
     def build_all(self, image_shape: tuple[int, int, int]) -> None:
         """Create every variable (call once under the strategy scope, before training)."""
         images = tf.zeros((2, *image_shape))
-        fmap = self.student.backbone(images)
+        fmap = self.student.feature_map(images)
         self.student.embed_map(fmap)
         self.teacher(images)
         self.mask_head(fmap)
@@ -110,9 +145,9 @@ class MaskPre(keras.Model):
             raise ValueError("teacher and student encoders differ in architecture")
         self.copy_student_to_teacher()
 
-    def call(self, images: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """Inference: the teacher's L2-normalised embedding [B, C]."""
-        return self.teacher(images, training=False)
+    def call(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """Inference: the teacher's L2-normalised embedding [B, C] of RGB pixels in 0–255."""
+        return self.teacher(pixels, training=False)
 
     def copy_student_to_teacher(self) -> None:
         """Set the teacher's weights (and BN statistics) equal to the student's."""
@@ -128,12 +163,13 @@ class MaskPre(keras.Model):
         step = tf.cast(self.optimizer.iterations, tf.int64)
         return tf.cast(index, tf.int64) + self.num_train * (2 * step + view)
 
-    def compute_losses(self, images: tf.Tensor, labels: tf.Tensor, index: tf.Tensor,
-                       training: bool = True) -> dict[str, tf.Tensor]:
+    def compute_losses(
+        self, images: tf.Tensor, labels: tf.Tensor, index: tf.Tensor, training: bool = True
+    ) -> dict[str, tf.Tensor]:
         """Forward pass and per-replica losses (already scaled by the global batch).
 
         Args:
-          images: float32 [b, H, W, 3] normalised (b = this replica's share of the batch).
+          images: float32 [b, H, W, 3] RGB pixels in 0–255 (b = this replica's share).
           labels: int [b] pseudo labels in [0, num_clusters).
           index: int [b] rows of the images in the training set (mask keys).
         Returns:
@@ -141,37 +177,50 @@ class MaskPre(keras.Model):
           the two views' embeddings, for the prototype update.
         """
         cfg = self.cfg
-        teacher_map = tf.stop_gradient(self.teacher.backbone(images, training=False))
-        teacher_emb = self.teacher.embed_map(teacher_map, training=False)
-        student_map = self.student.backbone(images, training=training)
-        rate = self.drop_rate()
         num_active = self.num_clusters
         prototypes = tf.stop_gradient(tf.convert_to_tensor(self.prototypes))
-        teacher_logits = losses.prototype_logits(teacher_emb, prototypes, num_active,
-                                                 cfg.consistency_temperature)
+        if cfg.mask_weight > 0 or cfg.consistency_weight > 0:  # the teacher's view is needed
+            teacher_map = tf.stop_gradient(self.teacher.feature_map(images, training=False))
+            teacher_emb = self.teacher.embed_map(teacher_map, training=False)
+            teacher_logits = losses.prototype_logits(
+                teacher_emb, prototypes, num_active, cfg.consistency_temperature
+            )
+        student_map = self.student.feature_map(images, training=training)
+        rate = self.drop_rate()
         per_example = {"cluster_loss": 0.0, "mask_loss": 0.0, "consistency_loss": 0.0}
         features = 0.0
         for view in (0, 1):
-            masked, keep = self.dropblock(student_map, self.view_keys(index, view), rate,
-                                          training=training)
+            masked, keep = self.dropblock(
+                student_map, self.view_keys(index, view), rate, training=training
+            )
             emb = self.student.embed_map(masked, training=training)
             features += 0.5 * emb
             per_example["cluster_loss"] += 0.5 * losses.cluster_contrast_loss(
-                emb, labels, prototypes, num_active, cfg.temperature)
+                emb, labels, prototypes, num_active, cfg.temperature
+            )
             if cfg.mask_weight > 0:
                 predicted = self.mask_head(masked, training=training)
                 per_example["mask_loss"] += 0.5 * losses.mask_prediction_loss(
-                    predicted, teacher_map, keep)
+                    predicted, teacher_map, keep
+                )
             if cfg.consistency_weight > 0:
-                student_logits = losses.prototype_logits(emb, prototypes, num_active,
-                                                         cfg.consistency_temperature)
+                student_logits = losses.prototype_logits(
+                    emb, prototypes, num_active, cfg.consistency_temperature
+                )
                 per_example["consistency_loss"] += 0.5 * losses.cross_view_consistency_loss(
-                    student_logits, teacher_logits, num_active)
-        result = {name: tf.nn.compute_average_loss(
-            value + tf.zeros_like(index, tf.float32), global_batch_size=self.global_batch_size)
-            for name, value in per_example.items()}
-        result["loss"] = (result["cluster_loss"] + cfg.mask_weight * result["mask_loss"]
-                          + cfg.consistency_weight * result["consistency_loss"])
+                    student_logits, teacher_logits, num_active
+                )
+        result = {
+            name: tf.nn.compute_average_loss(
+                value + tf.zeros_like(index, tf.float32), global_batch_size=self.global_batch_size
+            )
+            for name, value in per_example.items()
+        }
+        result["loss"] = (
+            result["cluster_loss"]
+            + cfg.mask_weight * result["mask_loss"]
+            + cfg.consistency_weight * result["consistency_loss"]
+        )
         result["features"] = tf.stop_gradient(features)
         return result
 
@@ -191,15 +240,18 @@ class MaskPre(keras.Model):
         # Replica gradients are summed, so each replica adds its share. Heads switched off by
         # a zero loss weight get no gradient and are left alone.
         replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        decay = self.cfg.weight_decay / replicas
+        decay = self.weight_decay / replicas
         self.optimizer.apply_gradients(
             (g + decay * tf.cast(v, g.dtype), v)
-            for g, v in zip(grads, variables, strict=True) if g is not None)
+            for g, v in zip(grads, variables, strict=True)
+            if g is not None
+        )
         out["label"] = batch["label"]
         return out
 
-    def finish_step(self, features: tf.Tensor, labels: tf.Tensor,
-                    scalars: dict[str, tf.Tensor]) -> None:
+    def finish_step(
+        self, features: tf.Tensor, labels: tf.Tensor, scalars: dict[str, tf.Tensor]
+    ) -> None:
         """Cross-replica updates after each step: prototypes, EMA teacher, metric trackers.
 
         Args:
@@ -207,8 +259,9 @@ class MaskPre(keras.Model):
           labels: int [B] their pseudo labels.
           scalars: losses summed over replicas (global means).
         """
-        self.prototypes.assign(update_prototypes(
-            self.prototypes, features, labels, momentum=self.cfg.proto_momentum))
+        self.prototypes.assign(
+            update_prototypes(self.prototypes, features, labels, momentum=self.cfg.proto_momentum)
+        )
         self.update_teacher()
         for name, tracker in self.trackers.items():
             tracker.update_state(scalars[name])
@@ -233,93 +286,85 @@ class MaskPre(keras.Model):
         self.num_clusters.assign(k)
 
 
-def build_encoder(cfg, sync_bn: bool = False, weights: str | None = None,
-                  name: str = "encoder") -> ReidEncoder:
-    """A :class:`ReidEncoder` for ``cfg`` (backbone, input size, last stride), built.
+def build_encoder(
+    model: ModelConfig,
+    image_shape: tuple[int, int, int],
+    sync_bn: bool = False,
+    weights: str | None = None,
+    name: str = "encoder",
+) -> ReidEncoder:
+    """A :class:`ReidEncoder` for ``model`` (backbone, weights, layout, input norm), built.
 
     Args:
-      cfg: a ``TrainConfig`` (backbone, backbone_weights, last_stride, height, width).
+      model: the model section of the run's configuration; an empty ``input_norm`` (a config
+        built in code, not from flags) is resolved from the weights first.
+      image_shape: (H, W, 3) of the input.
       sync_bn: synchronise BatchNormalization across replicas.
-      weights: override ``cfg.backbone_weights`` (e.g. "none" for a teacher that is overwritten).
+      weights: override ``model.backbone_weights`` (e.g. "none" for a teacher that is
+        overwritten).
       name: model name.
     """
     from maskpre_tf.models.backbones import build_backbone
 
-    image_shape = (cfg.height, cfg.width, 3)
-    backbone = build_backbone(cfg.backbone, image_shape,
-                              weights=cfg.backbone_weights if weights is None else weights,
-                              last_stride=cfg.last_stride, sync_bn=sync_bn)
-    encoder = ReidEncoder(backbone, sync_bn=sync_bn, name=name)
+    if not model.input_norm:
+        from maskpre_tf.weights import resolve_origin
+
+        origin = resolve_origin(model.backbone, model.backbone_weights)
+        model = dataclasses.replace(model, input_norm=origin.input_norm, layout=origin.layout)
+    backbone = build_backbone(
+        model.backbone,
+        image_shape,
+        weights=model.backbone_weights if weights is None else weights,
+        last_stride=model.last_stride,
+        sync_bn=sync_bn,
+        layout=model.layout,
+    )
+    encoder = ReidEncoder(backbone, input_norm=model.input_norm, sync_bn=sync_bn, name=name)
     encoder(tf.zeros((1, *image_shape)))
     return encoder
 
 
-def make_optimizer(cfg, epochs: int | None = None) -> keras.optimizers.Optimizer:
+def make_optimizer(optim: OptimConfig, epochs: int | None = None) -> keras.optimizers.Optimizer:
     """Adam with the step schedule; loss scaling for float16.
 
-    The learning rate drops x0.1 after ``cfg.lr_step`` epochs (for a phase of another length,
+    The learning rate drops x0.1 after ``optim.lr_step`` epochs (for a phase of another length,
     ``epochs``, after the same fraction of it).
     """
-    step_epoch = cfg.lr_step if epochs is None else round(cfg.lr_step * epochs / cfg.epochs)
+    step_epoch = optim.lr_step if epochs is None else round(optim.lr_step * epochs / optim.epochs)
     schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [step_epoch * cfg.iters], [cfg.lr, cfg.lr * 0.1])
+        [step_epoch * optim.iters], [optim.lr, optim.lr * 0.1]
+    )
     optimizer = keras.optimizers.Adam(learning_rate=schedule)
-    if cfg.precision == "mixed_float16":
+    if optim.precision == "mixed_float16":
         optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
     return optimizer
 
 
-def build_maskpre(cfg, num_train: int, num_replicas: int,
-                  total_steps: int | None = None) -> MaskPre:
+def build_maskpre(
+    cfg: TrainConfig, num_train: int, num_replicas: int, total_steps: int | None = None
+) -> MaskPre:
     """The MaskPre model of ``cfg`` with every variable and the optimizer's slots created.
 
     Call under the strategy's scope. BatchNormalization is synchronised when there is more than
     one replica. ``total_steps`` (the DropBlock ramp) defaults to ``epochs * iters``.
     """
     sync_bn = num_replicas > 1
-    student = build_encoder(cfg, sync_bn=sync_bn, name="student")
-    teacher = build_encoder(cfg, sync_bn=sync_bn, weights="none", name="teacher")
-    steps = cfg.epochs * cfg.iters if total_steps is None else total_steps
-    model = MaskPre(student, teacher, num_train=num_train, total_steps=steps,
-                    global_batch_size=cfg.batch_size, config=cfg, name="maskpre")
-    model.build_all((cfg.height, cfg.width, 3))
-    model.compile(optimizer=make_optimizer(cfg))
+    shape = (cfg.data.height, cfg.data.width, 3)
+    student = build_encoder(cfg.model, shape, sync_bn=sync_bn, name="student")
+    teacher = build_encoder(cfg.model, shape, sync_bn=sync_bn, weights="none", name="teacher")
+    optim = cfg.optim
+    steps = optim.epochs * optim.iters if total_steps is None else total_steps
+    model = MaskPre(
+        student,
+        teacher,
+        num_train=num_train,
+        total_steps=steps,
+        global_batch_size=optim.batch_size,
+        config=cfg.maskpre,
+        weight_decay=optim.weight_decay,
+        name="maskpre",
+    )
+    model.build_all(shape)
+    model.compile(optimizer=make_optimizer(optim))
     model.optimizer.build(student.trainable_variables + model.mask_head.trainable_variables)
     return model
-
-
-def load_teacher(run_dir: str, prefer_checkpoint: bool = False):
-    """The trained teacher encoder of a run directory, and the run's ``TrainConfig``.
-
-    Reads ``<run_dir>/config.json``; takes the weights from ``teacher.weights.h5`` (written at
-    the end of training) or, if that is missing or ``prefer_checkpoint``, from the latest
-    checkpoint in ``<run_dir>/checkpoints`` (so a run still in progress can be evaluated).
-
-    Returns:
-      (ReidEncoder, TrainConfig)
-    """
-    import json
-    import os
-
-    from maskpre_tf.config import TrainConfig
-    from maskpre_tf.errors import UserError
-
-    config_path = os.path.join(run_dir, "config.json")
-    if not os.path.isfile(config_path):
-        raise UserError(f"{run_dir}: no config.json; expected the --output_dir of a "
-                        "maskpre_tf.train run")
-    with open(config_path) as f:
-        cfg = TrainConfig(**json.load(f)["config"])
-    teacher = build_encoder(cfg, weights="none", name="teacher")
-    weights = os.path.join(run_dir, "teacher.weights.h5")
-    latest = tf.train.latest_checkpoint(os.path.join(run_dir, "checkpoints"))
-    if os.path.isfile(weights) and not (prefer_checkpoint and latest):
-        teacher.load_weights(weights)
-    elif latest:
-        # Restore only the teacher's branch of the training checkpoint's object graph.
-        tf.train.Checkpoint(model=tf.train.Checkpoint(teacher=teacher)).restore(
-            latest).expect_partial()
-    else:
-        raise UserError(f"{run_dir}: neither teacher.weights.h5 nor a checkpoint under "
-                        "checkpoints/; has the run finished an epoch?")
-    return teacher, cfg

@@ -26,19 +26,28 @@ class SupervisedReid(keras.Model):
       weight_decay: L2 added to the gradients (split over replicas).
     """
 
-    def __init__(self, encoder: ReidEncoder, num_ids: int, global_batch_size: int,
-                 weight_decay: float = 5e-4, margin: float = 0.3, epsilon: float = 0.1,
-                 **kwargs):
+    def __init__(
+        self,
+        encoder: ReidEncoder,
+        num_ids: int,
+        global_batch_size: int,
+        weight_decay: float = 5e-4,
+        margin: float = 0.3,
+        epsilon: float = 0.1,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.encoder = encoder
-        self.classifier = keras.layers.Dense(num_ids, use_bias=False, name="classifier",
-                                             dtype="float32")
+        self.classifier = keras.layers.Dense(
+            num_ids, use_bias=False, name="classifier", dtype="float32"
+        )
         self.global_batch_size = int(global_batch_size)
         self.weight_decay = weight_decay
         self.margin = margin
         self.epsilon = epsilon
-        self.trackers = {name: keras.metrics.Mean(name=name)
-                         for name in ("loss", "ce_loss", "triplet_loss")}
+        self.trackers = {
+            name: keras.metrics.Mean(name=name) for name in ("loss", "ce_loss", "triplet_loss")
+        }
 
     @property
     def metrics(self) -> list:
@@ -53,16 +62,18 @@ class SupervisedReid(keras.Model):
         labels = batch["label"]
         variables = self.encoder.trainable_variables + self.classifier.trainable_variables
         with tf.GradientTape() as tape:
-            fmap = self.encoder.backbone(batch["image"], training=True)
+            fmap = self.encoder.feature_map(batch["image"], training=True)
             pooled = self.encoder.pool(fmap)
             neck = tf.cast(self.encoder.neck(pooled, training=True), tf.float32)
-            ce = losses.cross_entropy_label_smoothing(self.classifier(neck), labels,
-                                                      self.epsilon)
-            triplet = losses.batch_hard_triplet_loss(tf.cast(pooled, tf.float32), labels,
-                                                     self.margin)
+            ce = losses.cross_entropy_label_smoothing(self.classifier(neck), labels, self.epsilon)
+            triplet = losses.batch_hard_triplet_loss(
+                tf.cast(pooled, tf.float32), labels, self.margin
+            )
             batch = self.global_batch_size
-            out = {"ce_loss": tf.nn.compute_average_loss(ce, global_batch_size=batch),
-                   "triplet_loss": tf.nn.compute_average_loss(triplet, global_batch_size=batch)}
+            out = {
+                "ce_loss": tf.nn.compute_average_loss(ce, global_batch_size=batch),
+                "triplet_loss": tf.nn.compute_average_loss(triplet, global_batch_size=batch),
+            }
             out["loss"] = out["ce_loss"] + out["triplet_loss"]
             scaled = self.optimizer.scale_loss(out["loss"])
         grads = tape.gradient(scaled, variables)
@@ -70,13 +81,16 @@ class SupervisedReid(keras.Model):
         decay = self.weight_decay / replicas
         self.optimizer.apply_gradients(
             (g + decay * tf.cast(v, g.dtype), v)
-            for g, v in zip(grads, variables, strict=True) if g is not None)
+            for g, v in zip(grads, variables, strict=True)
+            if g is not None
+        )
         out["features"] = tf.math.l2_normalize(tf.stop_gradient(neck), axis=-1)
         out["label"] = labels
         return out
 
-    def finish_step(self, features: tf.Tensor, labels: tf.Tensor,
-                    scalars: dict[str, tf.Tensor]) -> None:
+    def finish_step(
+        self, features: tf.Tensor, labels: tf.Tensor, scalars: dict[str, tf.Tensor]
+    ) -> None:
         """Cross-replica bookkeeping after each step: the metric trackers."""
         del features, labels
         for name, tracker in self.trackers.items():

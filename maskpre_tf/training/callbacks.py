@@ -19,8 +19,9 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.clustering.cluster import cluster, cluster_statistics
+from maskpre_tf.config import TrainConfig
 from maskpre_tf.data.datasets import Record
-from maskpre_tf.data.pipeline import IMAGENET_MEAN, IMAGENET_STD, PKSampler
+from maskpre_tf.data.sampler import PKSampler
 from maskpre_tf.evaluation.extract import evaluate_model, extract_features
 from maskpre_tf.training.loop import sum_over_workers, worker_info
 
@@ -30,7 +31,7 @@ class RunState:
     """Mutable state shared by the callbacks of one run.
 
     pseudo_labels: int64 variable [N] (checkpointed), -1 = outlier or not yet clustered.
-    epoch: int64 variable, number of finished epochs (checkpointed).
+    epoch: int64 variable, number of finished epochs (checkpointed; see :class:`EpochCounter`).
     cluster_stats / eval_results: the latest figures, merged into the epoch logs.
     """
 
@@ -71,8 +72,8 @@ class ClusteringCallback(keras.callbacks.Callback):
     (logged), not a crash.
     """
 
-    def __init__(self, state: RunState, train: Sequence[Record], sampler: PKSampler, cfg,
-                 embed: Callable, log: Callable[[str], None] = print):
+    def __init__(self, state: RunState, train: Sequence[Record], sampler: PKSampler,
+                 cfg: TrainConfig, embed: Callable, log: Callable[[str], None] = print):
         super().__init__()
         self.state = state
         self.paths = [r.path for r in train]
@@ -87,8 +88,8 @@ class ClusteringCallback(keras.callbacks.Callback):
     def teacher_features(self, strategy, worker) -> np.ndarray:
         """Teacher embeddings [N, D] of all training images; each worker embeds its share."""
         rows = np.arange(len(self.paths))[worker.index::worker.count]
-        local = extract_features(self.embed, [self.paths[i] for i in rows], self.cfg.height,
-                                 self.cfg.width)
+        local = extract_features(self.embed, [self.paths[i] for i in rows],
+                                 self.cfg.data.height, self.cfg.data.width)
         if worker.count == 1:
             return local
         full = np.zeros((len(self.paths), local.shape[1]), np.float32)
@@ -96,7 +97,7 @@ class ClusteringCallback(keras.callbacks.Callback):
         return sum_over_workers(strategy, full)
 
     def on_epoch_begin(self, epoch, logs=None):
-        cfg = self.cfg
+        cfg = self.cfg.clustering
         start = time.perf_counter()
         strategy = self.model.distribute_strategy
         worker = worker_info(strategy)
@@ -112,7 +113,7 @@ class ClusteringCallback(keras.callbacks.Callback):
         if cfg.outliers == "instances":
             labels = outliers_as_instances(labels)
         self.state.pseudo_labels.assign(labels.astype(np.int64))
-        needed = cfg.num_ids_per_batch
+        needed = self.cfg.optim.num_ids_per_batch
         if int(labels.max(initial=-1)) + 1 < needed:
             self.log(f"epoch {epoch + 1}: clustering found {stats['num_clusters']} clusters, "
                      f"fewer than the {needed} identities a batch needs; epoch skipped "
@@ -131,19 +132,23 @@ class ClusteringCallback(keras.callbacks.Callback):
 class EvaluationCallback(keras.callbacks.Callback):
     """Evaluates the teacher on query/gallery every ``every`` epochs and at the last epoch.
 
-    With ``val`` (a labelled validation split) it also tracks the best epoch by validation mAP
-    and saves those teacher weights to ``best_path``; the test split never selects a model.
+    With ``student`` (an embed function of the online encoder) the student is evaluated beside
+    the teacher and logged as ``student_mAP`` etc. With ``val`` (a labelled validation split) it
+    also tracks the best epoch by validation mAP and saves those teacher weights to
+    ``best_path``; the test split never selects a model.
     """
 
     def __init__(self, state: RunState, query: Sequence[Record], gallery: Sequence[Record],
-                 cfg, embed: Callable, every: int, last_epoch: int,
+                 cfg: TrainConfig, embed: Callable, every: int, last_epoch: int,
                  val: tuple[Sequence[Record], Sequence[Record]] | None = None,
-                 best_path: str = "", log: Callable[[str], None] = print):
+                 best_path: str = "", log: Callable[[str], None] = print,
+                 student: Callable | None = None):
         super().__init__()
         self.state = state
         self.query, self.gallery = query, gallery
         self.cfg = cfg
         self.embed = embed
+        self.student = student
         self.every = every
         self.last_epoch = last_epoch
         self.val = val
@@ -151,20 +156,40 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.log = log
 
     def on_epoch_end(self, epoch, logs=None):
-        cfg = self.cfg
+        height, width = self.cfg.data.height, self.cfg.data.width
         due = epoch + 1 == self.last_epoch or (self.every > 0 and (epoch + 1) % self.every == 0)
         if self.query and due:
-            res = evaluate_model(self.embed, self.query, self.gallery, cfg.height, cfg.width)
+            res = evaluate_model(self.embed, self.query, self.gallery, height, width)
             self.state.eval_results = res
             self.log(f"epoch {epoch + 1}: mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}, "
                      f"Rank-5 {res['rank5']:.1%}, Rank-10 {res['rank10']:.1%}")
+            if self.student is not None:
+                res = evaluate_model(self.student, self.query, self.gallery, height, width)
+                self.state.eval_results.update({f"student_{k}": v for k, v in res.items()})
+                self.log(f"epoch {epoch + 1}: student mAP {res['mAP']:.1%}, Rank-1 "
+                         f"{res['rank1']:.1%}")
         if self.val is not None:
-            val = evaluate_model(self.embed, *self.val, cfg.height, cfg.width)
+            val = evaluate_model(self.embed, *self.val, height, width)
             self.state.eval_results = {**self.state.eval_results, "val_mAP": val["mAP"]}
             if val["mAP"] > self.state.best_map:
                 self.state.best_map = val["mAP"]
                 self.model.teacher.save_weights(self.best_path)
                 self.log(f"epoch {epoch + 1}: best validation mAP so far {val['mAP']:.1%}")
+
+
+class EpochCounter(keras.callbacks.Callback):
+    """Counts finished epochs in ``state.epoch`` (checkpointed; the input pipeline reads it).
+
+    At the start of epoch ``e`` the variable holds ``e``, so the training stream of that epoch
+    is seeded with ``e``; it becomes ``e + 1`` at the epoch's end, before the checkpoint.
+    """
+
+    def __init__(self, state: RunState):
+        super().__init__()
+        self.state = state
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.state.epoch.assign(epoch + 1)
 
 
 class CheckpointCallback(keras.callbacks.Callback):
@@ -176,13 +201,11 @@ class CheckpointCallback(keras.callbacks.Callback):
     collectives), each to its own folder; the chief's is the run's checkpoint.
     """
 
-    def __init__(self, state: RunState, manager: tf.train.CheckpointManager):
+    def __init__(self, manager: tf.train.CheckpointManager):
         super().__init__()
-        self.state = state
         self.manager = manager
 
     def on_epoch_end(self, epoch, logs=None):
-        self.state.epoch.assign(epoch + 1)
         self.manager.save(checkpoint_number=epoch + 1)
 
 
@@ -219,15 +242,14 @@ class TensorBoardCallback(keras.callbacks.Callback):
     def mask_panel(self) -> tf.Tensor:
         """[n, H, 3W, 3] uint8: each input beside its two masked views (dropped cells dark)."""
         model = self.model
-        images = tf.convert_to_tensor(self.sample_images)
-        fmap = model.student.backbone(images, training=False)
+        pixels = tf.convert_to_tensor(self.sample_images)
+        fmap = model.student.feature_map(pixels, training=False)
         rate = tf.maximum(model.drop_rate(), model.cfg.drop_rate)
-        index = tf.range(tf.shape(images)[0], dtype=tf.int64)
-        pixels = images * IMAGENET_STD + IMAGENET_MEAN
+        index = tf.range(tf.shape(pixels)[0], dtype=tf.int64)
         panels = [pixels]
         for view in (0, 1):
             _, keep = model.dropblock(fmap, model.view_keys(index, view), rate, training=True)
-            keep = tf.image.resize(tf.cast(keep, tf.float32), tf.shape(images)[1:3],
+            keep = tf.image.resize(tf.cast(keep, tf.float32), tf.shape(pixels)[1:3],
                                    method="nearest")
             panels.append(pixels * (0.25 + 0.75 * keep))
         panel = tf.concat(panels, axis=2)

@@ -20,7 +20,7 @@ from maskpre_tf.config import TrainConfig  # noqa: E402
 from maskpre_tf.models.maskpre import build_maskpre  # noqa: E402
 from maskpre_tf.training.loop import Trainer  # noqa: E402
 
-CFG = TrainConfig(backbone="resnet_small", backbone_weights="none", height=32, width=16,
+CFG = TrainConfig().replace(backbone="resnet_small", backbone_weights="none", height=32, width=16,
                   batch_size=8, num_instances=2, drop_rate=0.3, lr=1e-3, weight_decay=5e-4,
                   iters=4, epochs=1)
 N = 16
@@ -33,7 +33,7 @@ def build(strategy, replicas):
 
 def main():
     rng = np.random.default_rng(0)
-    batch = {"image": rng.normal(size=(8, CFG.height, CFG.width, 3)).astype(np.float32),
+    batch = {"image": rng.uniform(0, 255, size=(8, CFG.data.height, CFG.data.width, 3)).astype(np.float32),
              "index": np.arange(8, dtype=np.int64) * 2,
              "label": np.repeat(np.arange(4), 2).astype(np.int64)}
     centroids = rng.normal(size=(5, 256)).astype(np.float32)

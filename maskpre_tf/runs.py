@@ -1,0 +1,125 @@
+"""The run directory: what a training run writes where, and how to read it back.
+
+A run's ``--output_dir`` holds::
+
+    config.json                  {"digest": ..., "config": TrainConfig.to_dict()}
+    checkpoints/                 tf.train.CheckpointManager: model, teacher, optimizer,
+                                 prototypes, pseudo labels, epoch, input normalisation
+    logs/                        TensorBoard
+    teacher.weights.h5           the final (or best-on-validation) teacher
+    best_teacher.weights.h5      with --keep_best: the best epoch so far
+    source_pretrained.weights.h5 domain adaptation: the encoder after source pre-training
+    summary.json, summary_epochs.json, summary_source.json
+
+Every file is written to a temporary name and renamed into place, so a kill never leaves a
+half-written file under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from maskpre_tf.config import TrainConfig
+from maskpre_tf.errors import UserError
+
+CONFIG_FILE = "config.json"
+CHECKPOINTS = "checkpoints"
+LOGS = "logs"
+TEACHER_WEIGHTS = "teacher.weights.h5"
+BEST_WEIGHTS = "best_" + TEACHER_WEIGHTS
+SOURCE_WEIGHTS = "source_pretrained.weights.h5"
+SUMMARY = "summary.json"
+SUMMARY_EPOCHS = "summary_epochs.json"
+SUMMARY_SOURCE = "summary_source.json"
+
+
+def atomic_write_json(path: str, record: object) -> None:
+    """Write ``record`` as indented JSON to ``path`` through a temporary file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(record, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def atomic_save_weights(model: keras.Model, path: str) -> None:
+    """``model.save_weights(path)`` through a temporary ``*.weights.h5`` file."""
+    tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
+    model.save_weights(tmp)
+    os.replace(tmp, path)
+
+
+def read_config(run_dir: str) -> TrainConfig:
+    """The :class:`TrainConfig` recorded in ``<run_dir>/config.json``.
+
+    Raises:
+      UserError: the folder is not a run directory.
+    """
+    path = os.path.join(run_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise UserError(
+            f"{run_dir}: no {CONFIG_FILE}; expected the --output_dir of a maskpre_tf.train run"
+        )
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        return TrainConfig.from_dict(record["config"])
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UserError(
+            f"{path}: not a readable run configuration ({err}); re-run the "
+            "training command to rewrite it"
+        ) from err
+
+
+def write_config(cfg: TrainConfig, run_dir: str, log=print) -> None:
+    """Record the run's configuration; note the settings that changed when resuming."""
+    path = os.path.join(run_dir, CONFIG_FILE)
+    record = {"digest": cfg.digest(), "config": cfg.to_dict()}
+    if os.path.exists(path):
+        old = read_config(run_dir)
+        if old.digest() != record["digest"]:
+            flat_old = {k: v for section in old.to_dict().values() for k, v in section.items()}
+            flat_new = {k: v for section in record["config"].values() for k, v in section.items()}
+            changed = sorted(k for k, v in flat_new.items() if flat_old.get(k) != v)
+            log(f"note: resuming {run_dir} with changed settings: {', '.join(changed)}")
+    atomic_write_json(path, record)
+
+
+def latest_checkpoint(run_dir: str) -> str | None:
+    """Path prefix of the run's latest complete checkpoint, or None."""
+    return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
+
+
+def load_teacher(run_dir: str, prefer_checkpoint: bool = False):
+    """The trained teacher encoder of a run directory, and the run's ``TrainConfig``.
+
+    Takes the weights from ``teacher.weights.h5`` (written at the end of training) or, if that
+    is missing or ``prefer_checkpoint``, from the latest checkpoint (so a run still in progress
+    can be evaluated or exported).
+
+    Returns:
+      (ReidEncoder taking RGB pixels in 0–255, TrainConfig)
+    """
+    from maskpre_tf.models.maskpre import build_encoder
+
+    cfg = read_config(run_dir)
+    shape = (cfg.data.height, cfg.data.width, 3)
+    teacher = build_encoder(cfg.model, shape, weights="none", name="teacher")
+    weights = os.path.join(run_dir, TEACHER_WEIGHTS)
+    latest = latest_checkpoint(run_dir)
+    if os.path.isfile(weights) and not (prefer_checkpoint and latest):
+        teacher.load_weights(weights)
+    elif latest:
+        # Restore only the teacher's branch of the training checkpoint's object graph.
+        tf.train.Checkpoint(model=tf.train.Checkpoint(teacher=teacher)).restore(
+            latest
+        ).expect_partial()
+    else:
+        raise UserError(
+            f"{run_dir}: neither {TEACHER_WEIGHTS} nor a checkpoint under "
+            f"{CHECKPOINTS}/; has the run finished an epoch?"
+        )
+    return teacher, cfg
