@@ -41,10 +41,13 @@ def colour_histograms(records: list[Record], bins: int = 8) -> np.ndarray:
 
 
 def ranked(distmat: np.ndarray, query: list[Record], gallery: list[Record]) -> tuple[float, float]:
-    cmc, m_ap = evaluate_rank(distmat, np.array([r.pid for r in query]),
-                              np.array([r.pid for r in gallery]),
-                              np.array([r.camid for r in query]),
-                              np.array([r.camid for r in gallery]))
+    cmc, m_ap = evaluate_rank(
+        distmat,
+        np.array([r.pid for r in query]),
+        np.array([r.pid for r in gallery]),
+        np.array([r.camid for r in query]),
+        np.array([r.camid for r in gallery]),
+    )
     return m_ap, float(cmc[0])
 
 
@@ -60,20 +63,25 @@ def main() -> None:
     qn = hq / np.linalg.norm(hq, axis=1, keepdims=True)
     gn = hg / np.linalg.norm(hg, axis=1, keepdims=True)
     print(f"{'feature':>40} {'mAP':>7} {'Rank-1':>7}")
-    for name, dist in (("colour histogram, Bhattacharyya", bhattacharyya),
-                       ("colour histogram, cosine", 1.0 - qn @ gn.T)):
+    for name, dist in (
+        ("colour histogram, Bhattacharyya", bhattacharyya),
+        ("colour histogram, cosine", 1.0 - qn @ gn.T),
+    ):
         m_ap, r1 = ranked(dist, data.query, data.gallery)
         print(f"{name:>40} {m_ap:7.1%} {r1:7.1%}")
-    cfg = TrainConfig().replace(backbone="resnet_small", backbone_weights="none", height=128, width=64)
+    cfg = TrainConfig().replace(
+        backbone="resnet_small", backbone_weights="none", height=128, width=64
+    )
     scores = []
     for seed in range(args.seeds):
         keras.utils.set_random_seed(seed)
-        encoder = build_encoder(cfg)
+        encoder = build_encoder(cfg.model, (128, 64, 3))
         embed = tf.function(lambda x, e=encoder: e(x, training=False))
         res = evaluate_model(embed, data.query, data.gallery, cfg.data.height, cfg.data.width)
         scores.append((res["mAP"], res["rank1"]))
-        print(f"{f'random-init resnet_small (seed {seed})':>40} {res['mAP']:7.1%} "
-              f"{res['rank1']:7.1%}")
+        print(
+            f"{f'random-init resnet_small (seed {seed})':>40} {res['mAP']:7.1%} {res['rank1']:7.1%}"
+        )
     mean = np.mean(scores, axis=0)
     print(f"{'random-init resnet_small, mean':>40} {mean[0]:7.1%} {mean[1]:7.1%}")
 

@@ -34,7 +34,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from maskpre_tf.config import TrainConfig  # noqa: E402
-from maskpre_tf.data.pipeline import decode_image, normalize  # noqa: E402
+from maskpre_tf.data.images import decode_image  # noqa: E402
 from maskpre_tf.data.synth import generate  # noqa: E402
 from maskpre_tf.export import export_encoder  # noqa: E402
 from maskpre_tf.models.maskpre import build_encoder  # noqa: E402
@@ -102,11 +102,12 @@ def main(argv: list[str] | None = None) -> None:
     import keras
 
     keras.utils.set_random_seed(args.seed)
-    cfg = TrainConfig().replace(backbone=backbone, backbone_weights="none", height=height, width=width)
-    teacher = build_encoder(cfg, name="teacher")
+    cfg = TrainConfig().replace(
+        backbone=backbone, backbone_weights="none", height=height, width=width
+    )
+    teacher = build_encoder(cfg.model, (height, width, 3), name="teacher")
     files = sample_jpegs(batch, args.seed)
     pixels = tf.stack([decode_image(tf.constant(f), height, width) for f in files])
-    normalised = normalize(pixels)
 
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -121,17 +122,17 @@ def main(argv: list[str] | None = None) -> None:
         by_bytes = loaded.signatures["serving_default"]
         call = tf.function(lambda x: teacher(x, training=False))
 
-        reference = teacher.predict(normalised, batch_size=batch, verbose=0)
+        reference = teacher.predict(pixels, batch_size=batch, verbose=0)
         diff = max(
             np.abs(by_pixels(images=pixels)["embedding"].numpy() - reference).max(),
             np.abs(by_bytes(image_bytes=tf.constant(files))["embedding"].numpy() - reference).max(),
         )
 
         def variants(n: int) -> dict[str, Callable[[], object]]:
-            x_norm, x_pix, x_bytes = normalised[:n], pixels[:n], tf.constant(files[:n])
+            x_pix, x_bytes = pixels[:n], tf.constant(files[:n])
             return {
-                "keras predict": lambda: teacher.predict(x_norm, batch_size=n, verbose=0),
-                "keras call": lambda: call(x_norm).numpy(),
+                "keras predict": lambda: teacher.predict(x_pix, batch_size=n, verbose=0),
+                "keras call": lambda: call(x_pix).numpy(),
                 "saved_model pixels": lambda: by_pixels(images=x_pix)["embedding"].numpy(),
                 "saved_model jpeg": lambda: by_bytes(image_bytes=x_bytes)["embedding"].numpy(),
             }

@@ -166,8 +166,9 @@ class RunConfig:
     )
     seed: int = _field(0, "random seed")
     eval_every: int = _field(5, "evaluate on query/gallery every N epochs (0 = only at the end)")
-    eval_student: bool = _field(False, "also evaluate the online (student) encoder beside the "
-                                "EMA teacher")
+    eval_student: bool = _field(
+        False, "also evaluate the online (student) encoder beside the EMA teacher"
+    )
     keep_best: bool = _field(False, "keep the best epoch by mAP on --val_dir (never the test set)")
     val_dir: str = _field("", "labelled validation split (Market layout) for --keep_best")
     strategy: str = _field(

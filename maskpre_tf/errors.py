@@ -21,8 +21,9 @@ class UserError(Exception):
 EXIT_USER_ERROR = 2
 
 
-def run_main(main: Callable[[list[str]], None], argv: Sequence[str] | None = None,
-             debug: bool = False) -> None:
+def run_main(
+    main: Callable[[list[str]], None], argv: Sequence[str] | None = None, debug: bool = False
+) -> None:
     """Run an absl-style ``main(argv)``; report a :class:`UserError` cleanly and exit 2.
 
     Args:

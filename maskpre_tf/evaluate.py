@@ -46,29 +46,41 @@ def main(argv: list[str]) -> None:
         raise UserError("give exactly one of --checkpoint=RUN_DIR or --saved_model=EXPORT_DIR")
     options = {}
     if values.dataset == "folder":
-        options = {"query_dir": values.query_dir or None,
-                   "gallery_dir": values.gallery_dir or None}
+        options = {"query_dir": values.query_dir or None, "gallery_dir": values.gallery_dir or None}
     data = datasets.load_dataset(values.dataset, values.data_dir, **options)
     if not data.query or not data.gallery:
-        raise UserError(f"--data_dir={values.data_dir}: evaluation needs labelled query and "
-                        "gallery images")
+        raise UserError(
+            f"--data_dir={values.data_dir}: evaluation needs labelled query and gallery images"
+        )
     bad = validate_images([r.path for r in data.query + data.gallery])
     if bad:
         raise UserError(f"{len(bad)} query/gallery images are unreadable, e.g. {bad[0]}")
     flag = "--checkpoint" if values.checkpoint else "--saved_model"
     embedder = load_embedder(values.checkpoint or values.saved_model, flag=flag)
     size = (embedder.height, embedder.width)
-    qf = extract_features(embedder.embed_pixels, [r.path for r in data.query], *size,
-                          values.batch_size, flip=values.flip)
-    gf = extract_features(embedder.embed_pixels, [r.path for r in data.gallery], *size,
-                          values.batch_size, flip=values.flip)
+    qf = extract_features(
+        embedder.embed_pixels,
+        [r.path for r in data.query],
+        *size,
+        values.batch_size,
+        flip=values.flip,
+    )
+    gf = extract_features(
+        embedder.embed_pixels,
+        [r.path for r in data.gallery],
+        *size,
+        values.batch_size,
+        flip=values.flip,
+    )
     results = {}
     for rerank in (False, True):
         res = evaluate_features(qf, gf, data.query, data.gallery, rerank=rerank)
         results["re-ranked" if rerank else "plain"] = res
-        print(f"{'with re-ranking' if rerank else 'plain':>16}: mAP {res['mAP']:.1%}  "
-              f"Rank-1 {res['rank1']:.1%}  Rank-5 {res['rank5']:.1%}  "
-              f"Rank-10 {res['rank10']:.1%}")
+        print(
+            f"{'with re-ranking' if rerank else 'plain':>16}: mAP {res['mAP']:.1%}  "
+            f"Rank-1 {res['rank1']:.1%}  Rank-5 {res['rank5']:.1%}  "
+            f"Rank-10 {res['rank10']:.1%}"
+        )
     if values.output_json:
         with open(values.output_json, "w") as f:
             json.dump(results, f, indent=1)

@@ -31,21 +31,24 @@ def test_flagfiles_parse(path, monkeypatch):
         assert source.source_dataset != cfg.data.dataset
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--batch_size=30", "--num_instances=4"], "multiple of"),
-    (["--drop_rate=1.5"], "drop_rate"),
-    (["--precision=half"], "precision"),
-    (["--keep_best"], "val_dir"),
-    (["--source_dataset=market1501"], "source_dir"),
-    (["--outliers=keep"], "outliers"),
-    (["--eps=-0.1"], "--eps=-0.1"),
-    (["--eps=1.2"], "--eps=1.2"),
-    (["--k1=5", "--k2=6"], "--k2 <= --k1"),
-    (["--min_samples=0"], "--min_samples=0"),
-    (["--input_norm=imagenet", "--backbone_weights=none"], "--input_norm=imagenet"),
-    (["--backbone=resnet_small"], "no ImageNet weights"),
-    (["--backbone_weights=/no/such.weights.h5"], "no such file"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--batch_size=30", "--num_instances=4"], "multiple of"),
+        (["--drop_rate=1.5"], "drop_rate"),
+        (["--precision=half"], "precision"),
+        (["--keep_best"], "val_dir"),
+        (["--source_dataset=market1501"], "source_dir"),
+        (["--outliers=keep"], "outliers"),
+        (["--eps=-0.1"], "--eps=-0.1"),
+        (["--eps=1.2"], "--eps=1.2"),
+        (["--k1=5", "--k2=6"], "--k2 <= --k1"),
+        (["--min_samples=0"], "--min_samples=0"),
+        (["--input_norm=imagenet", "--backbone_weights=none"], "--input_norm=imagenet"),
+        (["--backbone=resnet_small"], "no ImageNet weights"),
+        (["--backbone_weights=/no/such.weights.h5"], "no such file"),
+    ],
+)
 def test_inconsistent_settings_are_user_errors(argv, message):
     with pytest.raises(UserError, match=message):
         parse(argv)

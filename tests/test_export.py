@@ -24,9 +24,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from maskpre_tf import export
+from maskpre_tf import export, runs
 from maskpre_tf.config import TrainConfig
-from maskpre_tf import runs
 from maskpre_tf.data.images import decode_image
 from maskpre_tf.errors import UserError
 from maskpre_tf.models.maskpre import build_encoder
@@ -174,8 +173,9 @@ def test_metadata_signature_matches_asset(exported, loaded):
 def test_caffe_normalised_export_serves_the_keras_teacher_on_jpeg_bytes(exported, tmp_path):
     _, _, _, files = exported
     teacher, _ = make_run(str(tmp_path / "run"), input_norm="caffe")
-    version_dir = export.export_run(str(tmp_path / "run"), str(tmp_path / "models" / "caffe"),
-                                    warmup_batch_sizes=(1,))
+    version_dir = export.export_run(
+        str(tmp_path / "run"), str(tmp_path / "models" / "caffe"), warmup_batch_sizes=(1,)
+    )
     loaded = tf.saved_model.load(version_dir)
     meta = json.loads(loaded.signatures["metadata"]()["metadata_json"].numpy())
     assert meta["input_norm"] == "caffe" and meta["normalization"]["channel_order"] == "BGR"

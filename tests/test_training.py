@@ -13,8 +13,19 @@ from maskpre_tf.config import TrainConfig
 from maskpre_tf.models.maskpre import build_maskpre
 from maskpre_tf.training.loop import NonFiniteLossError, Trainer
 
-CFG = TrainConfig().replace(backbone="resnet_small", backbone_weights="none", height=32, width=16,
-                  batch_size=8, num_instances=2, drop_rate=0.3, lr=1e-3, iters=2, epochs=1)
+CFG = TrainConfig().replace(
+    backbone="resnet_small",
+    backbone_weights="none",
+    height=32,
+    width=16,
+    batch_size=8,
+    num_instances=2,
+    drop_rate=0.3,
+    lr=1e-3,
+    iters=2,
+    epochs=1,
+)
+SHAPE = (CFG.data.height, CFG.data.width, 3)
 HERE = os.path.dirname(__file__)
 
 
@@ -25,9 +36,11 @@ def model():
 
 def _batch(seed=0):
     rng = np.random.default_rng(seed)
-    return {"image": rng.uniform(0, 255, size=(8, CFG.data.height, CFG.data.width, 3)).astype(np.float32),
-            "index": np.arange(8, dtype=np.int64),
-            "label": np.repeat(np.arange(4), 2).astype(np.int64)}
+    return {
+        "image": rng.uniform(0, 255, (8, *SHAPE)).astype(np.float32),
+        "index": np.arange(8, dtype=np.int64),
+        "label": np.repeat(np.arange(4), 2).astype(np.int64),
+    }
 
 
 def test_ema_momentum_warm_up(model):
@@ -80,13 +93,16 @@ def test_step_trains_student_moves_teacher_and_prototypes(model):
     trainer = Trainer(model, tf.distribute.get_strategy(), dataset, 2, [])
     logs = trainer.fit(0, 1)
     assert np.isfinite(logs["loss"]) and logs["mask_loss"] > 0 and logs["cluster_loss"] > 0
-    assert any(np.abs(w.numpy() - w0).max() > 1e-5
-               for w, w0 in zip(model.student.trainable_weights, student0, strict=True))
-    assert any(np.abs(w.numpy() - w0).max() > 1e-6
-               for w, w0 in zip(model.teacher.weights, teacher0, strict=True))
+    assert any(
+        np.abs(w.numpy() - w0).max() > 1e-5
+        for w, w0 in zip(model.student.trainable_weights, student0, strict=True)
+    )
+    assert any(
+        np.abs(w.numpy() - w0).max() > 1e-6
+        for w, w0 in zip(model.teacher.weights, teacher0, strict=True)
+    )
     assert np.abs(model.prototypes.numpy()[:4] - protos0[:4]).max() > 1e-4
-    np.testing.assert_allclose(np.linalg.norm(model.prototypes.numpy()[:4], axis=1), 1.0,
-                               rtol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(model.prototypes.numpy()[:4], axis=1), 1.0, rtol=1e-5)
 
 
 def test_non_finite_loss_stops_the_run(model):
@@ -102,8 +118,9 @@ def test_two_replica_step_matches_one_replica_step():
     """One global batch on 2 replicas (two logical CPUs) gives the 1-replica result."""
     script = os.path.join(HERE, "scripts", "distributed_step.py")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, script], capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [sys.executable, script], capture_output=True, text=True, env=env, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["num_replicas"] == 2

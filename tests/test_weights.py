@@ -28,8 +28,11 @@ try:
     import torch
 except ImportError:  # pragma: no cover - depends on the optional extra
     torch = None
-needs_torch = pytest.mark.skipif(torch is None, reason="torch is not installed; pip install "
-                                 "'maskpre-tf[convert]' to run the PyTorch import tests")
+needs_torch = pytest.mark.skipif(
+    torch is None,
+    reason="torch is not installed; pip install "
+    "'maskpre-tf[convert]' to run the PyTorch import tests",
+)
 
 
 def _images(seed: int = 0) -> np.ndarray:
@@ -63,15 +66,19 @@ def _torch_trunk(arch: str, layout: str, last_stride: int):
 
 
 @needs_torch
-@pytest.mark.parametrize("arch, layout, last_stride, suffix", [
-    ("resnet50", "torchvision", 1, ".pth"),
-    ("resnet50", "torchvision", 2, ".safetensors"),
-    ("mobilenet_v2", "torchvision", 1, ".pt"),
-    ("mobilenet_v2", "classic", 1, ".safetensors"),
-    ("mobilenet_v2", "classic", 2, ".pth"),
-])
-def test_imported_backbone_reproduces_the_pytorch_feature_map(tmp_path, arch, layout,
-                                                              last_stride, suffix):
+@pytest.mark.parametrize(
+    "arch, layout, last_stride, suffix",
+    [
+        ("resnet50", "torchvision", 1, ".pth"),
+        ("resnet50", "torchvision", 2, ".safetensors"),
+        ("mobilenet_v2", "torchvision", 1, ".pt"),
+        ("mobilenet_v2", "classic", 1, ".safetensors"),
+        ("mobilenet_v2", "classic", 2, ".pth"),
+    ],
+)
+def test_imported_backbone_reproduces_the_pytorch_feature_map(
+    tmp_path, arch, layout, last_stride, suffix
+):
     from maskpre_tf.models.backbones import build_backbone
 
     trunk = _torch_trunk(arch, layout, last_stride)
@@ -84,7 +91,11 @@ def test_imported_backbone_reproduces_the_pytorch_feature_map(tmp_path, arch, la
     out = str(tmp_path / "trunk.weights.h5")
     meta = import_weights(arch, src, out)
     assert (meta["arch"], meta["source_layout"], meta["input_norm"], meta["layout"]) == (
-        arch, layout, "torch", "torch")
+        arch,
+        layout,
+        "torch",
+        "torch",
+    )
     assert read_metadata(out) == meta
     backbone = build_backbone(arch, SHAPE, weights=out, last_stride=last_stride, layout="torch")
     cosine, difference = _agreement(trunk, backbone)
@@ -107,8 +118,11 @@ def test_bad_sources_fail_with_the_fix_and_leave_nothing_at_out(tmp_path):
     state = {k: v.numpy() for k, v in trunk.state_dict().items() if "features.18" not in k}
     write_safetensors(partial, state)
     cases = [
-        ("resnet50", good, "holds mobilenet_v2 weights but --arch=resnet50; pass "
-                           "--arch=mobilenet_v2"),
+        (
+            "resnet50",
+            good,
+            "holds mobilenet_v2 weights but --arch=resnet50; pass --arch=mobilenet_v2",
+        ),
         ("mobilenet_v2", truncated, "not a readable PyTorch checkpoint"),
         ("mobilenet_v2", partial, "tensors missing, e.g. features.18.0.weight"),
         ("mobilenet_v2", str(tmp_path / "none.pth"), "no such file"),
@@ -126,28 +140,46 @@ def test_bad_sources_fail_with_the_fix_and_leave_nothing_at_out(tmp_path):
 def test_pth_without_torch_says_how_to_get_it(tmp_path):
     src = tmp_path / "model.pth"
     src.write_bytes(b"PK\x03\x04 not really a checkpoint")
-    code = ("import sys\n"
-            "class NoTorch:  # as on a machine without the optional extra\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name.split('.')[0] == 'torch': raise ImportError(name)\n"
-            "sys.meta_path.insert(0, NoTorch())\n"
-            "from maskpre_tf.weights.__main__ import define_flags, main\n"
-            "from maskpre_tf.errors import run_main\n"
-            "from absl import app\n"
-            "define_flags(); app.run(lambda argv: run_main(main, argv))\n")
+    code = (
+        "import sys\n"
+        "class NoTorch:  # as on a machine without the optional extra\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'torch': raise ImportError(name)\n"
+        "sys.meta_path.insert(0, NoTorch())\n"
+        "from maskpre_tf.weights.__main__ import define_flags, main\n"
+        "from maskpre_tf.errors import run_main\n"
+        "from absl import app\n"
+        "define_flags(); app.run(lambda argv: run_main(main, argv))\n"
+    )
     out = tmp_path / "out.weights.h5"
-    proc = subprocess.run([sys.executable, "-c", code, "import", "--arch=mobilenet_v2",
-                           f"--src={src}", f"--out={out}"], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            code,
+            "import",
+            "--arch=mobilenet_v2",
+            f"--src={src}",
+            f"--out={out}",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "needs PyTorch, which is not installed; pip install 'maskpre-tf[convert]'" in (
-        proc.stderr)
+        proc.stderr
+    )
     assert "Traceback" not in proc.stderr and not out.exists()
 
 
 def test_safetensors_reader_round_trip_and_truncation(tmp_path):
-    tensors = {"a": np.arange(6, dtype=np.float32).reshape(2, 3), "b": np.array([1, -2], np.int64),
-               "c": np.float16([0.5, 1.5])}
+    tensors = {
+        "a": np.arange(6, dtype=np.float32).reshape(2, 3),
+        "b": np.array([1, -2], np.int64),
+        "c": np.float16([0.5, 1.5]),
+    }
     path = str(tmp_path / "t.safetensors")
     write_safetensors(path, tensors)
     back = read_safetensors(path)
@@ -173,15 +205,18 @@ def test_origin_of_weights_decides_normalisation_and_layout(tmp_path):
     with pytest.raises(UserError, match="--input_norm=torch contradicts Keras's ImageNet"):
         resolve_origin("resnet50", "imagenet", "torch")
     plain = str(tmp_path / "plain.weights.h5")
-    keras.applications.MobileNetV2(include_top=False, weights=None,
-                                   input_shape=(96, 96, 3)).save_weights(plain)
-    with pytest.raises(UserError, match="does not say how its inputs were normalised; pass "
-                                        "--input_norm=caffe"):
+    keras.applications.MobileNetV2(
+        include_top=False, weights=None, input_shape=(96, 96, 3)
+    ).save_weights(plain)
+    with pytest.raises(
+        UserError, match="does not say how its inputs were normalised; pass --input_norm=caffe"
+    ):
         resolve_origin("mobilenet_v2", plain)
     assert resolve_origin("mobilenet_v2", plain, "tf") == ("tf", "keras")
     with h5py.File(plain, "a") as f:  # what the importer writes
-        f.attrs["maskpre_tf_weights"] = '{"arch": "mobilenet_v2", "input_norm": "torch", ' \
-                                        '"layout": "torch"}'
+        f.attrs["maskpre_tf_weights"] = (
+            '{"arch": "mobilenet_v2", "input_norm": "torch", "layout": "torch"}'
+        )
     assert resolve_origin("mobilenet_v2", plain) == ("torch", "torch")
     with pytest.raises(UserError, match="holds mobilenet_v2 weights but --backbone=resnet50"):
         resolve_origin("resnet50", plain)

@@ -186,8 +186,9 @@ def resnet_small(
     """
 
     def bn(name):
-        return keras.layers.BatchNormalization(momentum=BN_MOMENTUM, synchronized=sync_bn,
-                                               name=name)
+        return keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, synchronized=sync_bn, name=name
+        )
 
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(widths[0], 3, 2, padding="same", use_bias=False, name="stem_conv")(

@@ -72,8 +72,15 @@ class ClusteringCallback(keras.callbacks.Callback):
     (logged), not a crash.
     """
 
-    def __init__(self, state: RunState, train: Sequence[Record], sampler: PKSampler,
-                 cfg: TrainConfig, embed: Callable, log: Callable[[str], None] = print):
+    def __init__(
+        self,
+        state: RunState,
+        train: Sequence[Record],
+        sampler: PKSampler,
+        cfg: TrainConfig,
+        embed: Callable,
+        log: Callable[[str], None] = print,
+    ):
         super().__init__()
         self.state = state
         self.paths = [r.path for r in train]
@@ -87,9 +94,10 @@ class ClusteringCallback(keras.callbacks.Callback):
 
     def teacher_features(self, strategy, worker) -> np.ndarray:
         """Teacher embeddings [N, D] of all training images; each worker embeds its share."""
-        rows = np.arange(len(self.paths))[worker.index::worker.count]
-        local = extract_features(self.embed, [self.paths[i] for i in rows],
-                                 self.cfg.data.height, self.cfg.data.width)
+        rows = np.arange(len(self.paths))[worker.index :: worker.count]
+        local = extract_features(
+            self.embed, [self.paths[i] for i in rows], self.cfg.data.height, self.cfg.data.width
+        )
         if worker.count == 1:
             return local
         full = np.zeros((len(self.paths), local.shape[1]), np.float32)
@@ -104,8 +112,14 @@ class ClusteringCallback(keras.callbacks.Callback):
         features = self.teacher_features(strategy, worker)
         labels = np.zeros(len(self.paths), np.float64)
         if worker.is_chief:  # the chief clusters; every worker receives its labels
-            labels = cluster(features, eps=cfg.eps, min_samples=cfg.min_samples, k1=cfg.k1,
-                             k2=cfg.k2, camids=self.camids if cfg.camera_aware else None)
+            labels = cluster(
+                features,
+                eps=cfg.eps,
+                min_samples=cfg.min_samples,
+                k1=cfg.k1,
+                k2=cfg.k2,
+                camids=self.camids if cfg.camera_aware else None,
+            )
         labels = np.rint(sum_over_workers(strategy, labels.astype(np.float64))).astype(np.int64)
         stats = cluster_statistics(labels, self.true_pids)
         stats["cluster_seconds"] = time.perf_counter() - start
@@ -115,18 +129,22 @@ class ClusteringCallback(keras.callbacks.Callback):
         self.state.pseudo_labels.assign(labels.astype(np.int64))
         needed = self.cfg.optim.num_ids_per_batch
         if int(labels.max(initial=-1)) + 1 < needed:
-            self.log(f"epoch {epoch + 1}: clustering found {stats['num_clusters']} clusters, "
-                     f"fewer than the {needed} identities a batch needs; epoch skipped "
-                     "(a smaller --eps splits merged clusters, a larger one admits outliers; "
-                     "--outliers=instances or a smaller --batch_size also help)")
+            self.log(
+                f"epoch {epoch + 1}: clustering found {stats['num_clusters']} clusters, "
+                f"fewer than the {needed} identities a batch needs; epoch skipped "
+                "(a smaller --eps splits merged clusters, a larger one admits outliers; "
+                "--outliers=instances or a smaller --batch_size also help)"
+            )
             self.model.skip_epoch = True
             return
         with self.model.distribute_strategy.scope():
             self.model.reset_prototypes(centroids(features, labels))
         self.sampler.set_labels(labels)
         diag = "".join(f", {k} {stats[k]:.3f}" for k in ("nmi", "ari") if k in stats)
-        self.log(f"epoch {epoch + 1}: {stats['num_clusters']} clusters, "
-                 f"{stats['num_outliers']} outliers{diag} ({stats['cluster_seconds']:.1f} s)")
+        self.log(
+            f"epoch {epoch + 1}: {stats['num_clusters']} clusters, "
+            f"{stats['num_outliers']} outliers{diag} ({stats['cluster_seconds']:.1f} s)"
+        )
 
 
 class EvaluationCallback(keras.callbacks.Callback):
@@ -138,11 +156,20 @@ class EvaluationCallback(keras.callbacks.Callback):
     ``best_path``; the test split never selects a model.
     """
 
-    def __init__(self, state: RunState, query: Sequence[Record], gallery: Sequence[Record],
-                 cfg: TrainConfig, embed: Callable, every: int, last_epoch: int,
-                 val: tuple[Sequence[Record], Sequence[Record]] | None = None,
-                 best_path: str = "", log: Callable[[str], None] = print,
-                 student: Callable | None = None):
+    def __init__(
+        self,
+        state: RunState,
+        query: Sequence[Record],
+        gallery: Sequence[Record],
+        cfg: TrainConfig,
+        embed: Callable,
+        every: int,
+        last_epoch: int,
+        val: tuple[Sequence[Record], Sequence[Record]] | None = None,
+        best_path: str = "",
+        log: Callable[[str], None] = print,
+        student: Callable | None = None,
+    ):
         super().__init__()
         self.state = state
         self.query, self.gallery = query, gallery
@@ -161,13 +188,16 @@ class EvaluationCallback(keras.callbacks.Callback):
         if self.query and due:
             res = evaluate_model(self.embed, self.query, self.gallery, height, width)
             self.state.eval_results = res
-            self.log(f"epoch {epoch + 1}: mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}, "
-                     f"Rank-5 {res['rank5']:.1%}, Rank-10 {res['rank10']:.1%}")
+            self.log(
+                f"epoch {epoch + 1}: mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}, "
+                f"Rank-5 {res['rank5']:.1%}, Rank-10 {res['rank10']:.1%}"
+            )
             if self.student is not None:
                 res = evaluate_model(self.student, self.query, self.gallery, height, width)
                 self.state.eval_results.update({f"student_{k}": v for k, v in res.items()})
-                self.log(f"epoch {epoch + 1}: student mAP {res['mAP']:.1%}, Rank-1 "
-                         f"{res['rank1']:.1%}")
+                self.log(
+                    f"epoch {epoch + 1}: student mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}"
+                )
         if self.val is not None:
             val = evaluate_model(self.embed, *self.val, height, width)
             self.state.eval_results = {**self.state.eval_results, "val_mAP": val["mAP"]}
@@ -226,8 +256,15 @@ class TensorBoardCallback(keras.callbacks.Callback):
         scalars["lr"] = float(model.optimizer.learning_rate)
         scalars["drop_rate"] = float(model.drop_rate())
         scalars["ema_momentum"] = float(model.ema_momentum())
-        for key in ("num_clusters", "num_outliers", "nmi", "ari", "pairwise_precision",
-                    "pairwise_recall", "cluster_seconds"):
+        for key in (
+            "num_clusters",
+            "num_outliers",
+            "nmi",
+            "ari",
+            "pairwise_precision",
+            "pairwise_recall",
+            "cluster_seconds",
+        ):
             if key in self.state.cluster_stats:
                 scalars[f"clustering/{key}"] = float(self.state.cluster_stats[key])
         for key, value in self.state.eval_results.items():
@@ -249,8 +286,9 @@ class TensorBoardCallback(keras.callbacks.Callback):
         panels = [pixels]
         for view in (0, 1):
             _, keep = model.dropblock(fmap, model.view_keys(index, view), rate, training=True)
-            keep = tf.image.resize(tf.cast(keep, tf.float32), tf.shape(pixels)[1:3],
-                                   method="nearest")
+            keep = tf.image.resize(
+                tf.cast(keep, tf.float32), tf.shape(pixels)[1:3], method="nearest"
+            )
             panels.append(pixels * (0.25 + 0.75 * keep))
         panel = tf.concat(panels, axis=2)
         return tf.cast(tf.clip_by_value(panel, 0, 255), tf.uint8)
@@ -259,8 +297,15 @@ class TensorBoardCallback(keras.callbacks.Callback):
 class ProgressCallback(keras.callbacks.Callback):
     """One line per epoch with losses and throughput; a JSON summary at the end."""
 
-    def __init__(self, state: RunState, batch_size: int, steps: int, summary_path: str,
-                 log: Callable[[str], None] = print, prefix: str = ""):
+    def __init__(
+        self,
+        state: RunState,
+        batch_size: int,
+        steps: int,
+        summary_path: str,
+        log: Callable[[str], None] = print,
+        prefix: str = "",
+    ):
         super().__init__()
         self.prefix = prefix
         self.state = state
@@ -283,13 +328,17 @@ class ProgressCallback(keras.callbacks.Callback):
             seconds = time.perf_counter() - self.first_step
             logs["images_per_second"] = self.batch_size * self.steps / max(seconds, 1e-9)
             logs["epoch_seconds"] = time.perf_counter() - self.start
-            terms = ", ".join(f"{k.removesuffix('_loss')} {v:.3f}" for k, v in logs.items()
-                              if k.endswith("_loss"))
-            self.log(f"{self.prefix}epoch {epoch + 1}: loss {logs['loss']:.3f} ({terms}), "
-                     f"{logs['images_per_second']:.1f} img/s, {logs['epoch_seconds']:.0f} s")
+            terms = ", ".join(
+                f"{k.removesuffix('_loss')} {v:.3f}" for k, v in logs.items() if k.endswith("_loss")
+            )
+            self.log(
+                f"{self.prefix}epoch {epoch + 1}: loss {logs['loss']:.3f} ({terms}), "
+                f"{logs['images_per_second']:.1f} img/s, {logs['epoch_seconds']:.0f} s"
+            )
         logs.update(self.state.eval_results)
-        logs.update({k: v for k, v in self.state.cluster_stats.items()
-                     if isinstance(v, (int, float))})
+        logs.update(
+            {k: v for k, v in self.state.cluster_stats.items() if isinstance(v, (int, float))}
+        )
         self.history.append({"epoch": epoch + 1, **logs})
 
     def on_train_end(self, logs=None):

@@ -107,21 +107,27 @@ class Trainer:
         ``on_epoch_begin`` to skip that epoch's steps (e.g. clustering found no cluster).
     """
 
-    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy,
-                 dataset: tf.data.Dataset, steps_per_epoch: int,
-                 callbacks: Iterable[keras.callbacks.Callback]):
+    def __init__(
+        self,
+        model: keras.Model,
+        strategy: tf.distribute.Strategy,
+        dataset: tf.data.Dataset,
+        steps_per_epoch: int,
+        callbacks: Iterable[keras.callbacks.Callback],
+    ):
         self.model = model
         self.strategy = strategy
         self.steps_per_epoch = int(steps_per_epoch)
-        self.callbacks = keras.callbacks.CallbackList(list(callbacks), model=model,
-                                                      epochs=None, steps=steps_per_epoch)
+        self.callbacks = keras.callbacks.CallbackList(
+            list(callbacks), model=model, epochs=None, steps=steps_per_epoch
+        )
         options = tf.data.Options()
         # The sampler's stream has no files to shard: every worker reads the same global
         # batches and keeps its own share of each.
         options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA)
-        self.dist_dataset = strategy.experimental_distribute_dataset(
-            dataset.with_options(options))
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        self.dist_dataset = strategy.experimental_distribute_dataset(dataset.with_options(options))
         self._step_fn = tf.function(self._step)
 
     def _step(self, iterator) -> dict[str, tf.Tensor]:
@@ -129,8 +135,11 @@ class Trainer:
         batch = next(iterator)
         out = self.strategy.run(self.model.train_step, args=(batch,))
         reduce = tf.distribute.ReduceOp.SUM
-        scalars = {k: self.strategy.reduce(reduce, v, axis=None)
-                   for k, v in out.items() if k not in BATCH_OUTPUTS}
+        scalars = {
+            k: self.strategy.reduce(reduce, v, axis=None)
+            for k, v in out.items()
+            if k not in BATCH_OUTPUTS
+        }
         features = self.strategy.gather(out["features"], axis=0)
         labels = self.strategy.gather(out["label"], axis=0)
         self.model.finish_step(features, labels, scalars)
@@ -160,7 +169,8 @@ class Trainer:
                     raise NonFiniteLossError(
                         f"the loss became {step_logs['loss']} at epoch {epoch + 1}, step "
                         f"{step + 1}; the run stopped and the last good checkpoint is kept. "
-                        "Lower --lr, use --precision=float32, or check the input images")
+                        "Lower --lr, use --precision=float32, or check the input images"
+                    )
                 self.callbacks.on_train_batch_end(step, step_logs)
             logs = {m.name: float(m.result()) for m in model.metrics}
             self.callbacks.on_epoch_end(epoch, logs)

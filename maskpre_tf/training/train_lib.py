@@ -50,9 +50,12 @@ def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
             ensure_demo_data(source.source_dir, seed=DEMO_SEED + SOURCE_SEED_OFFSET)
     options = {}
     if data_cfg.dataset == "folder":
-        options = {"cam_pattern": data_cfg.cam_pattern, "manifest": data_cfg.manifest or None,
-                   "query_dir": data_cfg.query_dir or None,
-                   "gallery_dir": data_cfg.gallery_dir or None}
+        options = {
+            "cam_pattern": data_cfg.cam_pattern,
+            "manifest": data_cfg.manifest or None,
+            "query_dir": data_cfg.query_dir or None,
+            "gallery_dir": data_cfg.gallery_dir or None,
+        }
     data = datasets.load_dataset(data_cfg.dataset, data_cfg.data_dir, **options)
     bad = set(validate_images([r.path for r in data.train]))
     if bad:
@@ -60,16 +63,21 @@ def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
         data.train = [r for r in data.train if r.path not in bad]
     bad_eval = validate_images([r.path for r in data.query + data.gallery])
     if bad_eval:
-        raise UserError(f"{len(bad_eval)} query/gallery images are unreadable, e.g. "
-                        f"{bad_eval[0]}; evaluation needs every one (re-copy or remove them)")
+        raise UserError(
+            f"{len(bad_eval)} query/gallery images are unreadable, e.g. "
+            f"{bad_eval[0]}; evaluation needs every one (re-copy or remove them)"
+        )
     if len(data.train) < cfg.optim.batch_size:
-        raise UserError(f"{data_cfg.data_dir}: {len(data.train)} training images, fewer than "
-                        f"one batch (--batch_size={cfg.optim.batch_size})")
+        raise UserError(
+            f"{data_cfg.data_dir}: {len(data.train)} training images, fewer than "
+            f"one batch (--batch_size={cfg.optim.batch_size})"
+        )
     return data
 
 
-def pretrain_on_source(cfg: TrainConfig, model, strategy: tf.distribute.Strategy,
-                       is_chief: bool) -> None:
+def pretrain_on_source(
+    cfg: TrainConfig, model, strategy: tf.distribute.Strategy, is_chief: bool
+) -> None:
     """Supervised pre-training of ``model.student`` on the labelled source domain.
 
     The result is saved to ``<output_dir>/source_pretrained.weights.h5`` and reused when the
@@ -88,31 +96,53 @@ def pretrain_on_source(cfg: TrainConfig, model, strategy: tf.distribute.Strategy
     _, labels = np.unique([r.pid for r in source.train], return_inverse=True)
     epochs = cfg.source.source_epochs
     with strategy.scope():
-        supervised = SupervisedReid(model.student, int(labels.max()) + 1, optim.batch_size,
-                                    weight_decay=optim.weight_decay)
+        supervised = SupervisedReid(
+            model.student, int(labels.max()) + 1, optim.batch_size, weight_decay=optim.weight_decay
+        )
         supervised.build_all((data_cfg.height, data_cfg.width, 3))
         supervised.compile(optimizer=make_optimizer(optim, epochs=epochs))
         supervised.optimizer.build(supervised.trainable_variables)
-    sampler = PKSampler(labels, np.array([r.camid for r in source.train]), optim.batch_size,
-                        optim.num_instances, seed=cfg.run.seed)
-    state = cb.RunState(pseudo_labels=tf.Variable([0], dtype=tf.int64),
-                        epoch=tf.Variable(0, dtype=tf.int64))
-    dataset = make_train_dataset([r.path for r in source.train], sampler,
-                                 lambda: int(state.epoch), optim.iters, data_cfg.height,
-                                 data_cfg.width, optim.batch_size, cfg.run.seed,
-                                 pad=data_cfg.pad, erase_prob=data_cfg.erase_prob)
-    progress = cb.ProgressCallback(state, optim.batch_size, optim.iters,
-                                   os.path.join(cfg.run.output_dir, runs.SUMMARY_SOURCE),
-                                   log=log, prefix="source ")
+    sampler = PKSampler(
+        labels,
+        np.array([r.camid for r in source.train]),
+        optim.batch_size,
+        optim.num_instances,
+        seed=cfg.run.seed,
+    )
+    state = cb.RunState(
+        pseudo_labels=tf.Variable([0], dtype=tf.int64), epoch=tf.Variable(0, dtype=tf.int64)
+    )
+    dataset = make_train_dataset(
+        [r.path for r in source.train],
+        sampler,
+        lambda: int(state.epoch),
+        optim.iters,
+        data_cfg.height,
+        data_cfg.width,
+        optim.batch_size,
+        cfg.run.seed,
+        pad=data_cfg.pad,
+        erase_prob=data_cfg.erase_prob,
+    )
+    progress = cb.ProgressCallback(
+        state,
+        optim.batch_size,
+        optim.iters,
+        os.path.join(cfg.run.output_dir, runs.SUMMARY_SOURCE),
+        log=log,
+        prefix="source ",
+    )
     Trainer(supervised, strategy, dataset, optim.iters, [cb.EpochCounter(state), progress]).fit(
-        0, epochs)
+        0, epochs
+    )
     if is_chief:
         runs.atomic_save_weights(model.student, path)
     model.copy_student_to_teacher()
 
 
-def restore_or_start(checkpoint: tf.train.Checkpoint, run_dir: str, input_norm: tf.Variable,
-                     state: cb.RunState) -> int:
+def restore_or_start(
+    checkpoint: tf.train.Checkpoint, run_dir: str, input_norm: tf.Variable, state: cb.RunState
+) -> int:
     """Restore the run's latest checkpoint if there is one; returns the epochs already done.
 
     Raises:
@@ -125,9 +155,11 @@ def restore_or_start(checkpoint: tf.train.Checkpoint, run_dir: str, input_norm: 
     checkpoint.restore(latest).assert_existing_objects_matched()
     found = input_norm.numpy().decode()
     if found != expected:
-        raise UserError(f"{latest} was trained on inputs normalised as {found!r} but this run "
-                        f"normalises as {expected!r}; pass --input_norm={found} or a new "
-                        "--output_dir")
+        raise UserError(
+            f"{latest} was trained on inputs normalised as {found!r} but this run "
+            f"normalises as {expected!r}; pass --input_norm={found} or a new "
+            "--output_dir"
+        )
     log(f"resuming from {latest} (epoch {int(state.epoch)} done)")
     return int(state.epoch)
 
@@ -153,19 +185,28 @@ def train(cfg: TrainConfig) -> dict:
         model = build_maskpre(cfg, len(data.train), strategy.num_replicas_in_sync)
     state = cb.RunState(
         pseudo_labels=tf.Variable(np.full(len(data.train), -1, np.int64), trainable=False),
-        epoch=tf.Variable(0, dtype=tf.int64, trainable=False))
+        epoch=tf.Variable(0, dtype=tf.int64, trainable=False),
+    )
     input_norm = tf.Variable(cfg.model.input_norm, trainable=False)
-    checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer,
-                                     pseudo_labels=state.pseudo_labels, epoch=state.epoch,
-                                     input_norm=input_norm)
+    checkpoint = tf.train.Checkpoint(
+        model=model,
+        optimizer=model.optimizer,
+        pseudo_labels=state.pseudo_labels,
+        epoch=state.epoch,
+        input_norm=input_norm,
+    )
     # Every worker saves (saving may run collectives) but only the chief's copy is the run's;
     # every worker resumes from the chief's latest checkpoint.
-    manager = tf.train.CheckpointManager(checkpoint, os.path.join(own_dir, runs.CHECKPOINTS),
-                                         max_to_keep=3)
+    manager = tf.train.CheckpointManager(
+        checkpoint, os.path.join(own_dir, runs.CHECKPOINTS), max_to_keep=3
+    )
     initial_epoch = restore_or_start(checkpoint, out_dir, input_norm, state)
     embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
-    embed_student = tf.function(lambda x: model.student(x, training=False),
-                                reduce_retracing=True) if run_cfg.eval_student else None
+    embed_student = (
+        tf.function(lambda x: model.student(x, training=False), reduce_retracing=True)
+        if run_cfg.eval_student
+        else None
+    )
     height, width = data_cfg.height, data_cfg.width
     before = {}
     evaluate_here = bool(data.query) and is_chief
@@ -178,12 +219,26 @@ def train(cfg: TrainConfig) -> dict:
 
     # Placeholder labels (one cluster per image); every epoch's clustering replaces them.
     camids = np.array([r.camid for r in data.train])
-    sampler = PKSampler(np.arange(len(data.train)), camids, batch_size=optim.batch_size,
-                        num_instances=optim.num_instances, seed=run_cfg.seed)
+    sampler = PKSampler(
+        np.arange(len(data.train)),
+        camids,
+        batch_size=optim.batch_size,
+        num_instances=optim.num_instances,
+        seed=run_cfg.seed,
+    )
     paths = [r.path for r in data.train]
-    dataset = make_train_dataset(paths, sampler, lambda: int(state.epoch), optim.iters, height,
-                                 width, optim.batch_size, run_cfg.seed, pad=data_cfg.pad,
-                                 erase_prob=data_cfg.erase_prob)
+    dataset = make_train_dataset(
+        paths,
+        sampler,
+        lambda: int(state.epoch),
+        optim.iters,
+        height,
+        width,
+        optim.batch_size,
+        run_cfg.seed,
+        pad=data_cfg.pad,
+        erase_prob=data_cfg.erase_prob,
+    )
 
     if initial_epoch == 0 and evaluate_here:
         before.update(evaluate_model(embed, data.query, data.gallery, height, width))
@@ -194,20 +249,32 @@ def train(cfg: TrainConfig) -> dict:
         val = (val_data.query, val_data.gallery)
     best_path = os.path.join(out_dir, runs.BEST_WEIGHTS)
     sample = next(iter(make_eval_dataset(paths[:4], height, width, 4))).numpy()
-    progress = cb.ProgressCallback(state, optim.batch_size, optim.iters,
-                                   os.path.join(own_dir, runs.SUMMARY_EPOCHS), log=log)
+    progress = cb.ProgressCallback(
+        state, optim.batch_size, optim.iters, os.path.join(own_dir, runs.SUMMARY_EPOCHS), log=log
+    )
     callbacks = [
         cb.ClusteringCallback(state, data.train, sampler, cfg, embed, log=log),
-        cb.EvaluationCallback(state, data.query if is_chief else [], data.gallery, cfg, embed,
-                              run_cfg.eval_every, optim.epochs, val=val if is_chief else None,
-                              best_path=best_path, log=log, student=embed_student),
+        cb.EvaluationCallback(
+            state,
+            data.query if is_chief else [],
+            data.gallery,
+            cfg,
+            embed,
+            run_cfg.eval_every,
+            optim.epochs,
+            val=val if is_chief else None,
+            best_path=best_path,
+            log=log,
+            student=embed_student,
+        ),
         cb.EpochCounter(state),
         cb.CheckpointCallback(manager),
         progress,
     ]
     if is_chief:
-        callbacks.append(cb.TensorBoardCallback(state, os.path.join(out_dir, runs.LOGS),
-                                                sample_images=sample))
+        callbacks.append(
+            cb.TensorBoardCallback(state, os.path.join(out_dir, runs.LOGS), sample_images=sample)
+        )
     trainer = Trainer(model, strategy, dataset, optim.iters, callbacks)
     trainer.fit(initial_epoch, optim.epochs)
 
@@ -219,14 +286,24 @@ def train(cfg: TrainConfig) -> dict:
     after = {}
     if evaluate_here:  # the last epoch's evaluation holds unless another model was kept
         fresh = run_cfg.keep_best or "mAP" not in state.eval_results
-        after = evaluate_model(embed, data.query, data.gallery, height, width) \
-            if fresh else {k: state.eval_results[k] for k in ("mAP", "rank1", "rank5", "rank10")}
-    summary = {"before": before, "after": after, "epochs": optim.epochs,
-               "seconds": time.perf_counter() - start, "teacher_weights": final_path,
-               "config_digest": cfg.digest()}
+        after = (
+            evaluate_model(embed, data.query, data.gallery, height, width)
+            if fresh
+            else {k: state.eval_results[k] for k in ("mAP", "rank1", "rank5", "rank10")}
+        )
+    summary = {
+        "before": before,
+        "after": after,
+        "epochs": optim.epochs,
+        "seconds": time.perf_counter() - start,
+        "teacher_weights": final_path,
+        "config_digest": cfg.digest(),
+    }
     if after:
-        log(f"after training: mAP {after['mAP']:.1%}, Rank-1 {after['rank1']:.1%}, "
-            f"Rank-5 {after['rank5']:.1%}, Rank-10 {after['rank10']:.1%}")
+        log(
+            f"after training: mAP {after['mAP']:.1%}, Rank-1 {after['rank1']:.1%}, "
+            f"Rank-5 {after['rank5']:.1%}, Rank-10 {after['rank10']:.1%}"
+        )
     if is_chief:
         log(f"done in {summary['seconds']:.0f} s; teacher weights in {final_path}")
         runs.atomic_write_json(os.path.join(out_dir, runs.SUMMARY), summary)
