@@ -19,6 +19,8 @@ It needs PyTorch (run it with the peer venv's python, not ours)::
 ``--time_steps=N`` instead measures the pieces of one epoch (feature extraction, Jaccard
 distance, DBSCAN, N training steps in float32 and in bfloat16, one evaluation) and predicts a full
 run's wall time, without training to the end.
+
+Unless set already, ``OMP_WAIT_POLICY`` is set to ``PASSIVE`` (see below and the README).
 """
 
 from __future__ import annotations
@@ -821,6 +823,15 @@ def summarise_timing(args, rec, info):
                 "img_per_s_cpu_bound": sub["n"] * cores / cpu(sub),
                 "batch_s_p25": sub["batch_s_p25"],
             }
+    # Each epoch opens a new train loader (worker start-up, first batches): the warm-up steps'
+    # excess over steady steps, the smallest over the precisions (the first pays one-offs too).
+    excess = [
+        ev[f"train_warmup_{k}"]["seconds"] - args.time_warmup * ev[f"train_{k}"]["step_s_median"]
+        for k in args.time_precisions.split(",")
+        if f"train_{k}" in ev and f"train_warmup_{k}" in ev
+    ]
+    startup = max(0.0, min(excess)) if excess else 0.0
+    res["loader_startup_s_per_epoch"] = startup
     for precision in args.time_precisions.split(","):
         tr = ev.get(f"train_{precision}")
         if not tr:
@@ -834,10 +845,10 @@ def summarise_timing(args, rec, info):
         if not evaluate:
             continue
         full = args.epochs * (res["cluster_total_s"] + args.iters * tr["seconds"] / tr["iters"])
-        full += n_evals * evaluate["seconds"] + info["model_build_s"]
+        full += n_evals * evaluate["seconds"] + info["model_build_s"] + args.epochs * startup
         res["predicted_full_run_min"]["as_measured"][precision] = full / 60
         low = args.epochs * (cluster_low + args.iters * tr["step_s_p25"])
-        low += n_evals * eval_low + info["model_build_s"]
+        low += n_evals * eval_low + info["model_build_s"] + args.epochs * startup
         res["predicted_full_run_min"]["low_contention"][precision] = low / 60
         cb = args.epochs * (cluster_cpu + args.iters * tr["cpu_s_per_step"] / cores)
         cb += n_evals * eval_cpu + info["model_build_s"]
