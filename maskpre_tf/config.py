@@ -134,6 +134,9 @@ class ClusteringConfig:
         "one its own cluster, as in SpCL's hybrid memory)",
     )
     camera_aware: bool = _field(False, "subtract each camera's mean feature before clustering")
+    cluster_network: str = _field("teacher", "whose features are clustered each epoch: teacher "
+                                  "(the EMA model, MMT-style) or student (the online model, as "
+                                  "cluster-contrast does)")
 
 
 @dataclass(frozen=True)
@@ -262,6 +265,8 @@ class TrainConfig:
             raise UserError(
                 f"--k1={c.k1} --k2={c.k2}: expected 1 <= --k2 <= --k1 (usual: --k1=30 --k2=6)"
             )
+        if c.cluster_network not in ("teacher", "student"):
+            raise UserError(f"--cluster_network={c.cluster_network}: expected teacher or student")
         if c.outliers not in ("drop", "instances"):
             raise UserError(f"--outliers={c.outliers}: expected drop or instances")
         if r.strategy not in ("mirrored", "multi_worker", "default"):

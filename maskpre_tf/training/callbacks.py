@@ -39,6 +39,7 @@ class RunState:
     epoch: tf.Variable
     cluster_stats: dict = field(default_factory=dict)
     eval_results: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)
     best_map: float = -1.0
 
 
@@ -92,8 +93,8 @@ class ClusteringCallback(keras.callbacks.Callback):
         self.embed = embed
         self.log = log
 
-    def teacher_features(self, strategy, worker) -> np.ndarray:
-        """Teacher embeddings [N, D] of all training images; each worker embeds its share."""
+    def features(self, strategy, worker) -> np.ndarray:
+        """Embeddings [N, D] of all training images; each worker embeds its share."""
         rows = np.arange(len(self.paths))[worker.index :: worker.count]
         local = extract_features(
             self.embed, [self.paths[i] for i in rows], self.cfg.data.height, self.cfg.data.width
@@ -109,7 +110,8 @@ class ClusteringCallback(keras.callbacks.Callback):
         start = time.perf_counter()
         strategy = self.model.distribute_strategy
         worker = worker_info(strategy)
-        features = self.teacher_features(strategy, worker)
+        features = self.features(strategy, worker)
+        extracted = time.perf_counter()
         labels = np.zeros(len(self.paths), np.float64)
         if worker.is_chief:  # the chief clusters; every worker receives its labels
             labels = cluster(
@@ -122,7 +124,8 @@ class ClusteringCallback(keras.callbacks.Callback):
             )
         labels = np.rint(sum_over_workers(strategy, labels.astype(np.float64))).astype(np.int64)
         stats = cluster_statistics(labels, self.true_pids)
-        stats["cluster_seconds"] = time.perf_counter() - start
+        stats["extract_seconds"] = extracted - start
+        stats["cluster_seconds"] = time.perf_counter() - extracted
         self.state.cluster_stats = stats
         if cfg.outliers == "instances":
             labels = outliers_as_instances(labels)
@@ -185,6 +188,7 @@ class EvaluationCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         height, width = self.cfg.data.height, self.cfg.data.width
         due = epoch + 1 == self.last_epoch or (self.every > 0 and (epoch + 1) % self.every == 0)
+        start = time.perf_counter()
         if self.query and due:
             res = evaluate_model(self.embed, self.query, self.gallery, height, width)
             self.state.eval_results = res
@@ -205,6 +209,7 @@ class EvaluationCallback(keras.callbacks.Callback):
                 self.state.best_map = val["mAP"]
                 self.model.teacher.save_weights(self.best_path)
                 self.log(f"epoch {epoch + 1}: best validation mAP so far {val['mAP']:.1%}")
+        self.state.timings["eval_seconds"] = time.perf_counter() - start
 
 
 class EpochCounter(keras.callbacks.Callback):
@@ -295,7 +300,14 @@ class TensorBoardCallback(keras.callbacks.Callback):
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """One line per epoch with losses and throughput; a JSON summary at the end."""
+    """One line per epoch with losses and throughput; the per-epoch JSON summary.
+
+    The summary (``{"epochs": [...]}``, one entry per finished epoch with its losses, clustering
+    and evaluation figures and the seconds spent extracting features, clustering, stepping and
+    evaluating) is rewritten atomically after every epoch. Entries already in the file from an
+    earlier, interrupted run of the same output folder are kept, so a resumed run's summary holds
+    its whole history.
+    """
 
     def __init__(
         self,
@@ -314,19 +326,28 @@ class ProgressCallback(keras.callbacks.Callback):
         self.summary_path = summary_path
         self.log = log
         self.history: list[dict] = []
+        if os.path.isfile(summary_path):
+            with open(summary_path) as f:
+                self.history = json.load(f).get("epochs", [])
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
+        self.first_step = self.last_step = None
+        self.state.timings = {}
 
     def on_train_batch_begin(self, batch, logs=None):
         if batch == 0:
             self.first_step = time.perf_counter()
 
+    def on_train_batch_end(self, batch, logs=None):
+        self.last_step = time.perf_counter()
+
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        if "skipped" not in logs:
-            seconds = time.perf_counter() - self.first_step
-            logs["images_per_second"] = self.batch_size * self.steps / max(seconds, 1e-9)
+        if self.first_step is not None and "skipped" not in logs:
+            steps_seconds = self.last_step - self.first_step
+            logs["steps_seconds"] = steps_seconds
+            logs["images_per_second"] = self.batch_size * self.steps / max(steps_seconds, 1e-9)
             logs["epoch_seconds"] = time.perf_counter() - self.start
             terms = ", ".join(
                 f"{k.removesuffix('_loss')} {v:.3f}" for k, v in logs.items() if k.endswith("_loss")
@@ -336,12 +357,12 @@ class ProgressCallback(keras.callbacks.Callback):
                 f"{logs['images_per_second']:.1f} img/s, {logs['epoch_seconds']:.0f} s"
             )
         logs.update(self.state.eval_results)
+        logs.update(self.state.timings)
         logs.update(
             {k: v for k, v in self.state.cluster_stats.items() if isinstance(v, (int, float))}
         )
+        self.history = [h for h in self.history if h["epoch"] < epoch + 1]
         self.history.append({"epoch": epoch + 1, **logs})
-
-    def on_train_end(self, logs=None):
         os.makedirs(os.path.dirname(self.summary_path) or ".", exist_ok=True)
         tmp = self.summary_path + ".tmp"
         with open(tmp, "w") as f:

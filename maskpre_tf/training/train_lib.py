@@ -202,11 +202,8 @@ def train(cfg: TrainConfig) -> dict:
     )
     initial_epoch = restore_or_start(checkpoint, out_dir, input_norm, state)
     embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
-    embed_student = (
-        tf.function(lambda x: model.student(x, training=False), reduce_retracing=True)
-        if run_cfg.eval_student
-        else None
-    )
+    embed_student = tf.function(lambda x: model.student(x, training=False), reduce_retracing=True)
+    embed_for_clusters = embed_student if cfg.clustering.cluster_network == "student" else embed
     height, width = data_cfg.height, data_cfg.width
     before = {}
     evaluate_here = bool(data.query) and is_chief
@@ -253,7 +250,7 @@ def train(cfg: TrainConfig) -> dict:
         state, optim.batch_size, optim.iters, os.path.join(own_dir, runs.SUMMARY_EPOCHS), log=log
     )
     callbacks = [
-        cb.ClusteringCallback(state, data.train, sampler, cfg, embed, log=log),
+        cb.ClusteringCallback(state, data.train, sampler, cfg, embed_for_clusters, log=log),
         cb.EvaluationCallback(
             state,
             data.query if is_chief else [],
@@ -265,7 +262,7 @@ def train(cfg: TrainConfig) -> dict:
             val=val if is_chief else None,
             best_path=best_path,
             log=log,
-            student=embed_student,
+            student=embed_student if run_cfg.eval_student else None,
         ),
         cb.EpochCounter(state),
         cb.CheckpointCallback(manager),
