@@ -22,6 +22,9 @@ setup(
     ],
     extras_require={
         "serving": ["tensorflow-serving-api>=2.21,<2.22"],
+        # Only to read .pth/.pt files in `python -m maskpre_tf.weights import` (.safetensors
+        # needs no torch). A CPU build is enough.
+        "convert": ["torch>=2.1,<3"],
         "test": ["pytest>=8,<10", "ruff>=0.6"],
     },
 )

@@ -99,24 +99,36 @@ class ModelConfig:
 class MaskPreConfig:
     """MaskPre's parts: DropBlock views, mask prediction, clustering head, EMA teacher."""
 
-    drop_rate: float = _field(
-        0.2,
-        "DropBlock target drop rate (fraction of feature-map cells "
-        "dropped), ramped linearly from 0 at the first step to the target "
-        "at the last",
-    )
+    drop_rate: float = _field(0.2, "DropBlock target drop rate (fraction of feature-map cells "
+                              "dropped), ramped linearly from 0 at the first step")
+    drop_warmup_epochs: int = _field(0, "epochs over which the DropBlock rate ramps up to "
+                                     "--drop_rate (0 = the whole run)")
     block_size: int = _field(3, "DropBlock block size in feature-map cells")
+    mask_stage: str = _field("last", "where the views are masked: last (the backbone's output "
+                             "map) or inner (before the last stage: ResNet-50 conv4, "
+                             "MobileNetV2 block 13, resnet_small stage 3), so the last stage "
+                             "must infer the hole")
     mask_weight: float = _field(1.0, "weight of the mask-prediction loss (0 disables the head)")
-    consistency_weight: float = _field(
-        0.5, "weight of the cross-view consistency loss (0 disables it)"
-    )
+    consistency_weight: float = _field(0.5, "weight of the cross-view consistency loss (0 "
+                                       "disables it)")
     temperature: float = _field(0.05, "temperature of the cluster-contrastive loss")
-    consistency_temperature: float = _field(
-        0.5, "temperature of the soft assignments in the consistency loss"
-    )
-    proto_momentum: float = _field(
-        0.1, "prototype momentum (share of the old prototype kept per update)"
-    )
+    consistency_temperature: float = _field(0.5, "temperature of the views' soft assignments "
+                                            "in the consistency loss")
+    consistency_teacher_temperature: float = _field(0.5, "temperature of the teacher's soft "
+                                                    "assignment in the consistency loss (lower "
+                                                    "= a sharper target)")
+    proto_momentum: float = _field(0.1, "memory momentum (share of the old prototype kept "
+                                   "per update)")
+    memory_update: str = _field("mean", "prototype update: mean (batch mean per cluster), "
+                                "instance (one step per sample, cluster-contrast) or hard (the "
+                                "least similar sample of each cluster)")
+    camera_memory: bool = _field(False, "contrast against per-camera proxies of each cluster "
+                                 "(CAP: intra- and inter-camera losses) instead of one "
+                                 "prototype per cluster; needs camera ids")
+    camera_temperature: float = _field(0.07, "temperature of the camera-proxy losses")
+    camera_negatives: int = _field(50, "hard negative proxies of the inter-camera loss")
+    inter_camera_weight: float = _field(0.5, "weight of the inter-camera loss beside the "
+                                        "intra-camera one")
     ema_momentum: float = _field(0.999, "EMA teacher momentum")
 
 
@@ -250,6 +262,15 @@ class TrainConfig:
             )
         if not 0.0 <= m.drop_rate < 1.0:
             raise UserError(f"--drop_rate={m.drop_rate}: expected a rate in [0, 1)")
+        if m.mask_stage not in ("last", "inner"):
+            raise UserError(f"--mask_stage={m.mask_stage}: expected last or inner")
+        if m.memory_update not in ("mean", "instance", "hard"):
+            raise UserError(f"--memory_update={m.memory_update}: expected mean, instance or hard")
+        if min(m.temperature, m.consistency_temperature, m.consistency_teacher_temperature,
+               m.camera_temperature) <= 0:
+            raise UserError("temperatures (--temperature, --consistency_temperature, "
+                            "--consistency_teacher_temperature, --camera_temperature) must be "
+                            "positive")
         if o.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
             raise UserError(
                 f"--precision={o.precision}: expected float32, mixed_bfloat16 or mixed_float16"

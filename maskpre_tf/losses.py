@@ -12,66 +12,23 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-# Logit given to inactive prototype slots: far below any real logit (|cos| / tau <= 1 / tau).
-INACTIVE_LOGIT = -1e9
 
-
-def _active_slots(num_slots: tf.Tensor, num_active) -> tf.Tensor:
-    """bool [M]: True for slot indices below ``num_active``."""
-    return tf.range(num_slots) < tf.cast(num_active, tf.int32)
-
-
-def mask_inactive_logits(logits: tf.Tensor, num_active) -> tf.Tensor:
-    """Replace logits of slots >= ``num_active`` by ``INACTIVE_LOGIT``.
-
-    Args:
-      logits: float [B, M]. num_active: int scalar (tensor or Python int).
-
-    Returns:
-      float32 [B, M].
-    """
-    logits = tf.cast(logits, tf.float32)
-    active = _active_slots(tf.shape(logits)[-1], num_active)
-    return tf.where(active[None, :], logits, INACTIVE_LOGIT)
-
-
-def prototype_logits(
-    features: tf.Tensor, prototypes: tf.Tensor, num_active, temperature=0.05
-) -> tf.Tensor:
-    """Cosine logits of features against prototypes: normalize(f) . P^T / tau, inactive masked.
-
-    Args:
-      features: float [B, D] (normalised here). prototypes: float [M, D], rows L2-normalised.
-      num_active: int scalar, number of live slots (slots >= num_active get ``INACTIVE_LOGIT``).
-      temperature: tau > 0.
-
-    Returns:
-      float32 [B, M].
-    """
-    features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)
-    prototypes = tf.cast(prototypes, tf.float32)
-    logits = tf.matmul(features, prototypes, transpose_b=True) / tf.cast(temperature, tf.float32)
-    return mask_inactive_logits(logits, num_active)
-
-
-def cluster_contrast_loss(
-    features: tf.Tensor, labels: tf.Tensor, prototypes: tf.Tensor, num_active, temperature=0.05
-) -> tf.Tensor:
+def cluster_contrast_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     """Cluster-contrastive (InfoNCE over prototypes) loss, Dai et al. 2021 (Cluster Contrast).
 
-    loss_i = -log softmax(normalize(f_i) . P^T / tau)[y_i] over the active prototypes.
-    Samples with a label < 0 or >= num_active (outliers) contribute 0.
+    loss_i = −log softmax(logits_i)[y_i], the logits being cosine similarities to the live
+    prototypes divided by the temperature. Samples with a label < 0 or ≥ K (outliers)
+    contribute 0.
 
     Args:
-      features: float [B, D]. labels: int [B]. prototypes: float [M, D].
-      num_active: int scalar. temperature: tau > 0.
+      logits: float [B, K]. labels: int [B].
 
     Returns:
       float32 [B].
     """
-    logits = prototype_logits(features, prototypes, num_active, temperature)
+    logits = tf.cast(logits, tf.float32)
     labels = tf.cast(labels, tf.int32)
-    valid = tf.logical_and(labels >= 0, labels < tf.cast(num_active, tf.int32))
+    valid = tf.logical_and(labels >= 0, labels < tf.shape(logits)[-1])
     safe_labels = tf.where(valid, labels, 0)
     loss = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=safe_labels, logits=logits)
     return tf.where(valid, loss, 0.0)
@@ -99,28 +56,21 @@ def mask_prediction_loss(pred: tf.Tensor, target: tf.Tensor, keep_mask: tf.Tenso
     return tf.math.divide_no_nan(total, count)
 
 
-def cross_view_consistency_loss(
-    student_logits: tf.Tensor, teacher_logits: tf.Tensor, num_active
-) -> tf.Tensor:
-    """KL(teacher assignment || student assignment) over the active prototypes.
+def cross_view_consistency_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor) -> tf.Tensor:
+    """KL(teacher assignment ‖ student assignment) over the live prototypes.
 
-    loss_i = sum_k p_t[i, k] (log p_t[i, k] - log p_s[i, k]) with p = softmax over the slots
-    below ``num_active``; the teacher side gets no gradient.
+    loss_i = Σ_k p_t[i, k] (log p_t[i, k] − log p_s[i, k]) with p = softmax of the logits (each
+    side already divided by its own temperature); the teacher side gets no gradient.
 
     Args:
-      student_logits, teacher_logits: float [B, M] (already divided by the temperature).
-      num_active: int scalar.
+      student_logits, teacher_logits: float [B, K].
 
     Returns:
-      float32 [B], >= 0 (up to rounding).
+      float32 [B], ≥ 0 (up to rounding).
     """
-    student = mask_inactive_logits(student_logits, num_active)
-    teacher = mask_inactive_logits(tf.stop_gradient(teacher_logits), num_active)
-    active = _active_slots(tf.shape(student)[-1], num_active)[None, :]
-    log_student = tf.nn.log_softmax(student, axis=-1)
-    log_teacher = tf.nn.log_softmax(teacher, axis=-1)
-    terms = tf.exp(log_teacher) * (log_teacher - log_student)
-    return tf.reduce_sum(tf.where(active, terms, 0.0), axis=-1)
+    log_student = tf.nn.log_softmax(tf.cast(student_logits, tf.float32), axis=-1)
+    log_teacher = tf.nn.log_softmax(tf.stop_gradient(tf.cast(teacher_logits, tf.float32)), -1)
+    return tf.reduce_sum(tf.exp(log_teacher) * (log_teacher - log_student), axis=-1)
 
 
 def cross_entropy_label_smoothing(logits: tf.Tensor, labels: tf.Tensor, epsilon=0.1) -> tf.Tensor:
@@ -188,13 +138,10 @@ def batch_hard_triplet_loss(features: tf.Tensor, labels: tf.Tensor, margin=0.3) 
 
 
 __all__ = [
-    "INACTIVE_LOGIT",
     "batch_hard_triplet_loss",
     "cluster_contrast_loss",
     "cross_entropy_label_smoothing",
     "cross_view_consistency_loss",
-    "mask_inactive_logits",
     "mask_prediction_loss",
     "pairwise_euclidean_distance",
-    "prototype_logits",
 ]

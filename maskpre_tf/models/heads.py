@@ -1,9 +1,7 @@
-"""MaskPre heads: the mask-prediction head and the cluster-prototype memory update.
+"""The mask-prediction head of MaskPre (the clustering head's memory: :mod:`.memory`).
 
 The mask-prediction head maps the student's masked region features to a prediction of what the
-moving-average teacher sees at every position (the loss only reads the dropped ones). The
-prototype update keeps one L2-normalised centroid per pseudo-label cluster, refreshed by each
-batch with momentum (the cluster memory of Cluster Contrast, Dai et al., 2021).
+moving-average teacher sees at every position (the loss only reads the dropped ones).
 """
 
 from __future__ import annotations
@@ -68,37 +66,4 @@ class MaskPredictionHead(keras.layers.Layer):
         return config
 
 
-def update_prototypes(
-    prototypes: tf.Tensor, features: tf.Tensor, labels: tf.Tensor, momentum: float = 0.1
-) -> tf.Tensor:
-    """Momentum update of cluster prototypes with one batch (pure, vectorised, graph-safe).
-
-    For every cluster k present in the batch: f_k = mean of the L2-normalised features labelled
-    k; proto_k <- normalize(momentum * proto_k + (1 - momentum) * f_k). Momentum 0.1 keeps 10%
-    of the old prototype (the convention of Cluster Contrast's memory). Clusters absent from the
-    batch are returned unchanged; labels < 0 (outliers) or >= M are ignored.
-
-    Args:
-      prototypes: float [M, D], rows L2-normalised.
-      features: float [B, D] (any scale; normalised here).
-      labels: int [B] cluster ids.
-      momentum: weight of the old prototype, in [0, 1].
-
-    Returns:
-      float32 [M, D].
-    """
-    prototypes = tf.cast(prototypes, tf.float32)
-    features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)
-    labels = tf.cast(labels, tf.int32)
-    num_slots = tf.shape(prototypes)[0]
-    valid = tf.logical_and(labels >= 0, labels < num_slots)
-    segment = tf.where(valid, labels, num_slots)  # invalid labels go to a spare segment
-    sums = tf.math.unsorted_segment_sum(features, segment, num_slots + 1)[:-1]
-    counts = tf.math.unsorted_segment_sum(tf.ones_like(labels, tf.float32), segment, num_slots + 1)
-    counts = counts[:-1, None]
-    means = sums / tf.maximum(counts, 1.0)
-    mixed = momentum * prototypes + (1.0 - momentum) * means
-    return tf.where(counts > 0.0, tf.math.l2_normalize(mixed, axis=-1), prototypes)
-
-
-__all__ = ["MaskPredictionHead", "default_hidden_channels", "update_prototypes"]
+__all__ = ["MaskPredictionHead", "default_hidden_channels"]

@@ -25,12 +25,15 @@ from __future__ import annotations
 import dataclasses
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from maskpre_tf import losses
 from maskpre_tf.config import MaskPreConfig, ModelConfig, OptimConfig, TrainConfig
-from maskpre_tf.models.heads import MaskPredictionHead, update_prototypes
+from maskpre_tf.models.backbones import INNER_STAGE, split_backbone
+from maskpre_tf.models.heads import MaskPredictionHead
 from maskpre_tf.models.layers import BN_MOMENTUM, DropBlock, GeMPooling, linear_drop_rate
+from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
 from maskpre_tf.models.normalization import check_input_norm, normalize_pixels
 
 
@@ -79,16 +82,17 @@ class ReidEncoder(keras.Model):
 
 
 class MaskPre(keras.Model):
-    """The training model: online encoder, EMA teacher, DropBlock, mask head, prototypes.
+    """The training model: online encoder, EMA teacher, DropBlock, mask head, memories.
 
     Args:
       student: the online encoder (trained).
       teacher: an encoder of the same architecture (EMA of the student, never trained).
-      num_train: N, the number of training images (bounds the number of clusters).
-      total_steps: optimizer steps of the whole run (the DropBlock rate ramps over them).
+      num_train: N, the number of training images (bounds clusters and camera proxies).
+      ramp_steps: optimizer steps over which the DropBlock rate ramps up to its target.
       global_batch_size: batch size summed over replicas (losses average over it).
       config: the method's settings (``MaskPreConfig``).
       weight_decay: L2 added to the gradients (``OptimConfig.weight_decay``).
+      mask_layer: the backbone layer after which the views are masked (None: its output).
     """
 
     def __init__(
@@ -96,10 +100,11 @@ class MaskPre(keras.Model):
         student: ReidEncoder,
         teacher: ReidEncoder,
         num_train: int,
-        total_steps: int,
+        ramp_steps: int,
         global_batch_size: int,
         config: MaskPreConfig,
         weight_decay: float = 5e-4,
+        mask_layer: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -107,22 +112,20 @@ class MaskPre(keras.Model):
         self.teacher = teacher
         self.teacher.trainable = False
         self.num_train = int(num_train)
-        self.total_steps = int(total_steps)
+        self.ramp_steps = int(ramp_steps)
         self.global_batch_size = int(global_batch_size)
         self.cfg = config
         self.weight_decay = float(weight_decay)
         channels = student.channels
         self.dropblock = DropBlock(block_size=config.block_size, name="dropblock")
         self.mask_head = MaskPredictionHead(channels, name="mask_head")
-        self.prototypes = self.add_weight(
-            shape=(self.num_train, channels),
-            initializer="zeros",
-            trainable=False,
-            name="prototypes",
+        self.memory = ClusterMemory(self.num_train, channels)
+        self.camera_memory = (
+            CameraMemory(self.num_train, channels, self.num_train) if config.camera_memory else None
         )
-        self.num_clusters = self.add_weight(
-            shape=(), initializer="zeros", dtype="int32", trainable=False, name="num_clusters"
-        )
+        # The student's backbone split at the masking stage: layers shared, not tracked twice.
+        parts = split_backbone(student.backbone, mask_layer) if mask_layer else None
+        object.__setattr__(self, "_student_parts", parts)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "cluster_loss", "mask_loss", "consistency_loss")
@@ -131,6 +134,11 @@ class MaskPre(keras.Model):
     @property
     def metrics(self) -> list:
         return list(self.trackers.values())
+
+    @property
+    def num_views(self) -> int:
+        """2 when the views can differ (DropBlock on), else 1: identical views cost once."""
+        return 2 if self.cfg.drop_rate > 0 else 1
 
     def build_all(self, image_shape: tuple[int, int, int]) -> None:
         """Create every variable (call once under the strategy scope, before training)."""
@@ -155,13 +163,36 @@ class MaskPre(keras.Model):
             t_var.assign(s_var)
 
     def drop_rate(self) -> tf.Tensor:
-        """Current DropBlock rate: linear ramp from 0 to ``cfg.drop_rate`` over the run."""
-        return linear_drop_rate(self.optimizer.iterations, self.total_steps, self.cfg.drop_rate)
+        """Current DropBlock rate: linear ramp from 0 to ``cfg.drop_rate`` over ramp_steps."""
+        return linear_drop_rate(self.optimizer.iterations, self.ramp_steps, self.cfg.drop_rate)
 
     def view_keys(self, index: tf.Tensor, view: int) -> tf.Tensor:
         """Per-sample DropBlock keys, unique per (step, image, view): int64 [B]."""
         step = tf.cast(self.optimizer.iterations, tf.int64)
         return tf.cast(index, tf.int64) + self.num_train * (2 * step + view)
+
+    def masking_map(self, images: tf.Tensor, training: bool) -> tf.Tensor:
+        """The student's map at the masking stage [b, h, w, c] of RGB pixels in 0–255."""
+        x = normalize_pixels(images, self.student.input_norm)
+        if self._student_parts is None:
+            return self.student.backbone(x, training=training)
+        return self._student_parts[0](x, training=training)
+
+    def finish_map(self, masked: tf.Tensor, training: bool) -> tf.Tensor:
+        """The rest of the student's backbone after the masking stage: → [b, h, w, C]."""
+        if self._student_parts is None:
+            return masked
+        return self._student_parts[1](masked, training=training)
+
+    def cluster_losses(self, emb: tf.Tensor, labels: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
+        """Per-sample clustering loss [b] of one view's embedding against the memory."""
+        cfg = self.cfg
+        if self.camera_memory is not None:
+            intra, inter = self.camera_memory.losses(emb, index, cfg.camera_temperature,
+                                                     cfg.camera_negatives)
+            return intra + cfg.inter_camera_weight * inter
+        logits = self.memory.logits(emb, cfg.temperature)
+        return losses.cluster_contrast_loss(logits, labels)
 
     def compute_losses(
         self, images: tf.Tensor, labels: tf.Tensor, index: tf.Tensor, training: bool = True
@@ -170,45 +201,38 @@ class MaskPre(keras.Model):
 
         Args:
           images: float32 [b, H, W, 3] RGB pixels in 0–255 (b = this replica's share).
-          labels: int [b] pseudo labels in [0, num_clusters).
-          index: int [b] rows of the images in the training set (mask keys).
+          labels: int [b] pseudo labels in [0, num_clusters), -1 = outlier.
+          index: int [b] rows of the images in the training set (mask keys, camera proxies).
         Returns:
           dict of scalar losses ("loss" is the weighted sum) and "features" [b, C], the mean of
-          the two views' embeddings, for the prototype update.
+          the views' embeddings, for the memory update.
         """
         cfg = self.cfg
-        num_active = self.num_clusters
-        prototypes = tf.stop_gradient(tf.convert_to_tensor(self.prototypes))
         if cfg.mask_weight > 0 or cfg.consistency_weight > 0:  # the teacher's view is needed
             teacher_map = tf.stop_gradient(self.teacher.feature_map(images, training=False))
             teacher_emb = self.teacher.embed_map(teacher_map, training=False)
-            teacher_logits = losses.prototype_logits(
-                teacher_emb, prototypes, num_active, cfg.consistency_temperature
-            )
-        student_map = self.student.feature_map(images, training=training)
+            teacher_logits = self.memory.logits(teacher_emb, cfg.consistency_teacher_temperature)
+        front = self.masking_map(images, training)
         rate = self.drop_rate()
         per_example = {"cluster_loss": 0.0, "mask_loss": 0.0, "consistency_loss": 0.0}
         features = 0.0
-        for view in (0, 1):
-            masked, keep = self.dropblock(
-                student_map, self.view_keys(index, view), rate, training=training
-            )
-            emb = self.student.embed_map(masked, training=training)
-            features += 0.5 * emb
-            per_example["cluster_loss"] += 0.5 * losses.cluster_contrast_loss(
-                emb, labels, prototypes, num_active, cfg.temperature
-            )
+        share = 1.0 / self.num_views
+        for view in range(self.num_views):
+            masked, keep = self.dropblock(front, self.view_keys(index, view), rate,
+                                          training=training)
+            fmap = self.finish_map(masked, training)
+            emb = self.student.embed_map(fmap, training=training)
+            features += share * emb
+            per_example["cluster_loss"] += share * self.cluster_losses(emb, labels, index)
             if cfg.mask_weight > 0:
-                predicted = self.mask_head(masked, training=training)
-                per_example["mask_loss"] += 0.5 * losses.mask_prediction_loss(
+                predicted = self.mask_head(fmap, training=training)
+                per_example["mask_loss"] += share * losses.mask_prediction_loss(
                     predicted, teacher_map, keep
                 )
             if cfg.consistency_weight > 0:
-                student_logits = losses.prototype_logits(
-                    emb, prototypes, num_active, cfg.consistency_temperature
-                )
-                per_example["consistency_loss"] += 0.5 * losses.cross_view_consistency_loss(
-                    student_logits, teacher_logits, num_active
+                student_logits = self.memory.logits(emb, cfg.consistency_temperature)
+                per_example["consistency_loss"] += share * losses.cross_view_consistency_loss(
+                    student_logits, teacher_logits
                 )
         result = {
             name: tf.nn.compute_average_loss(
@@ -227,7 +251,7 @@ class MaskPre(keras.Model):
     def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         """One optimisation step on this replica's share of the batch (replica context).
 
-        Returns the per-replica scaled losses plus "features" and "label" for
+        Returns the per-replica scaled losses plus "features", "label" and "index" for
         :meth:`finish_step`.
         """
         variables = self.student.trainable_variables + self.mask_head.trainable_variables
@@ -247,21 +271,28 @@ class MaskPre(keras.Model):
             if g is not None
         )
         out["label"] = batch["label"]
+        out["index"] = batch["index"]
         return out
 
     def finish_step(
-        self, features: tf.Tensor, labels: tf.Tensor, scalars: dict[str, tf.Tensor]
+        self,
+        features: tf.Tensor,
+        labels: tf.Tensor,
+        scalars: dict[str, tf.Tensor],
+        index: tf.Tensor | None = None,
     ) -> None:
-        """Cross-replica updates after each step: prototypes, EMA teacher, metric trackers.
+        """Cross-replica updates after each step: memories, EMA teacher, metric trackers.
 
         Args:
           features: float32 [B, C] gathered over all replicas (global batch).
           labels: int [B] their pseudo labels.
           scalars: losses summed over replicas (global means).
+          index: int [B] their training-set rows (the camera memory's proxies).
         """
-        self.prototypes.assign(
-            update_prototypes(self.prototypes, features, labels, momentum=self.cfg.proto_momentum)
-        )
+        cfg = self.cfg
+        update_rows(self.memory.table, features, labels, cfg.proto_momentum, cfg.memory_update)
+        if self.camera_memory is not None:
+            self.camera_memory.update(features, index, cfg.proto_momentum)
         self.update_teacher()
         for name, tracker in self.trackers.items():
             tracker.update_state(scalars[name])
@@ -277,13 +308,26 @@ class MaskPre(keras.Model):
         for t_var, s_var in zip(self.teacher.weights, self.student.weights, strict=True):
             t_var.assign(m * t_var + (1.0 - m) * tf.cast(s_var, t_var.dtype))
 
-    def reset_prototypes(self, centroids) -> None:
-        """Start a new epoch's prototypes from cluster centroids [K, C] (K <= N)."""
-        centroids = tf.math.l2_normalize(tf.convert_to_tensor(centroids, tf.float32), axis=-1)
-        k = int(centroids.shape[0])
-        padded = tf.concat([centroids, tf.zeros((self.num_train - k, centroids.shape[1]))], 0)
-        self.prototypes.assign(padded)
-        self.num_clusters.assign(k)
+    def reset_memories(self, features, labels, camids=None) -> None:
+        """After a clustering: prototypes (and camera proxies) ← centroids of the clusters.
+
+        Args:
+          features: float [N, D] the clustered features. labels: int [N], -1 = outlier,
+          clusters numbered 0..K-1. camids: int [N] (needed with the camera memory).
+        """
+        self.memory.reset(cluster_centroids(features, labels))
+        if self.camera_memory is not None:
+            self.camera_memory.reset(features, labels, camids)
+
+
+def cluster_centroids(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Mean feature of each cluster: features [N, D], labels [N] in -1..K-1 → [K, D]."""
+    num = int(labels.max()) + 1
+    keep = labels >= 0
+    sums = np.zeros((num, features.shape[1]), np.float64)
+    np.add.at(sums, labels[keep], features[keep])
+    counts = np.bincount(labels[keep], minlength=num)[:, None]
+    return (sums / np.maximum(counts, 1)).astype(np.float32)
 
 
 def build_encoder(
@@ -341,27 +385,31 @@ def make_optimizer(optim: OptimConfig, epochs: int | None = None) -> keras.optim
 
 
 def build_maskpre(
-    cfg: TrainConfig, num_train: int, num_replicas: int, total_steps: int | None = None
+    cfg: TrainConfig, num_train: int, num_replicas: int, ramp_steps: int | None = None
 ) -> MaskPre:
     """The MaskPre model of ``cfg`` with every variable and the optimizer's slots created.
 
     Call under the strategy's scope. BatchNormalization is synchronised when there is more than
-    one replica. ``total_steps`` (the DropBlock ramp) defaults to ``epochs * iters``.
+    one replica. ``ramp_steps`` (the DropBlock ramp) defaults to ``--drop_warmup_epochs`` (or
+    ``--epochs``) times ``--iters``.
     """
     sync_bn = num_replicas > 1
     shape = (cfg.data.height, cfg.data.width, 3)
     student = build_encoder(cfg.model, shape, sync_bn=sync_bn, name="student")
     teacher = build_encoder(cfg.model, shape, sync_bn=sync_bn, weights="none", name="teacher")
-    optim = cfg.optim
-    steps = optim.epochs * optim.iters if total_steps is None else total_steps
+    optim, method = cfg.optim, cfg.maskpre
+    if ramp_steps is None:
+        ramp_steps = (method.drop_warmup_epochs or optim.epochs) * optim.iters
+    mask_layer = INNER_STAGE[cfg.model.backbone] if method.mask_stage == "inner" else None
     model = MaskPre(
         student,
         teacher,
         num_train=num_train,
-        total_steps=steps,
+        ramp_steps=ramp_steps,
         global_batch_size=optim.batch_size,
-        config=cfg.maskpre,
+        config=method,
         weight_decay=optim.weight_decay,
+        mask_layer=mask_layer,
         name="maskpre",
     )
     model.build_all(shape)

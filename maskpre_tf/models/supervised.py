@@ -86,12 +86,17 @@ class SupervisedReid(keras.Model):
         )
         out["features"] = tf.math.l2_normalize(tf.stop_gradient(neck), axis=-1)
         out["label"] = labels
+        out["index"] = batch["index"]
         return out
 
     def finish_step(
-        self, features: tf.Tensor, labels: tf.Tensor, scalars: dict[str, tf.Tensor]
+        self,
+        features: tf.Tensor,
+        labels: tf.Tensor,
+        scalars: dict[str, tf.Tensor],
+        index: tf.Tensor | None = None,
     ) -> None:
         """Cross-replica bookkeeping after each step: the metric trackers."""
-        del features, labels
+        del features, labels, index
         for name, tracker in self.trackers.items():
             tracker.update_state(scalars[name])

@@ -43,16 +43,6 @@ class RunState:
     best_map: float = -1.0
 
 
-def centroids(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Mean feature of each cluster: features [N, D], labels [N] in -1..K-1 → [K, D]."""
-    num = int(labels.max()) + 1
-    keep = labels >= 0
-    sums = np.zeros((num, features.shape[1]), np.float64)
-    np.add.at(sums, labels[keep], features[keep])
-    counts = np.bincount(labels[keep], minlength=num)[:, None]
-    return (sums / np.maximum(counts, 1)).astype(np.float32)
-
-
 def outliers_as_instances(labels: np.ndarray) -> np.ndarray:
     """Give every outlier (-1) its own new cluster id after the existing ones.
 
@@ -141,7 +131,7 @@ class ClusteringCallback(keras.callbacks.Callback):
             self.model.skip_epoch = True
             return
         with self.model.distribute_strategy.scope():
-            self.model.reset_prototypes(centroids(features, labels))
+            self.model.reset_memories(features, labels, self.camids)
         self.sampler.set_labels(labels)
         diag = "".join(f", {k} {stats[k]:.3f}" for k in ("nmi", "ari") if k in stats)
         self.log(

@@ -24,7 +24,8 @@ import tensorflow as tf
 
 from maskpre_tf.errors import UserError
 
-BATCH_OUTPUTS = ("features", "label")  # per-example step outputs; the rest are scalar losses
+# Per-example step outputs; the rest are scalar losses.
+BATCH_OUTPUTS = ("features", "label", "index")
 
 
 class NonFiniteLossError(UserError):
@@ -98,7 +99,8 @@ class Trainer:
 
     Args:
       model: a compiled model with ``train_step`` (replica context) returning per-replica scaled
-        losses plus "features" and "label", ``finish_step(features, labels, scalars)``
+        losses plus "features", "label" and "index",
+        ``finish_step(features, labels, scalars, index)``
         (cross-replica context) and ``metrics``.
       strategy: the distribution strategy the model was built under.
       dataset: a ``tf.data.Dataset`` of global batches, re-iterated once per epoch.
@@ -142,7 +144,8 @@ class Trainer:
         }
         features = self.strategy.gather(out["features"], axis=0)
         labels = self.strategy.gather(out["label"], axis=0)
-        self.model.finish_step(features, labels, scalars)
+        index = self.strategy.gather(out["index"], axis=0)
+        self.model.finish_step(features, labels, scalars, index)
         return scalars
 
     def fit(self, initial_epoch: int, epochs: int) -> dict[str, float]:

