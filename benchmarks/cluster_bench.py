@@ -6,7 +6,9 @@ generated inside the subprocess in float32 blocks; the time and memory of the cl
 are measured after generation, and the table shows both the whole-process peak and the growth
 over the resident size just before the call.
 
-Configurations (``k1 = 30``, ``k2 = 6``, ``eps = 0.6``, ``min_samples = 4``):
+Configurations (``k1 = 30``, ``k2 = 6``, ``eps = 0.6``, ``min_samples = 4``, the default
+cluster-contrast neighbourhood convention on both paths; the dense reference is
+``tests/reference_kreciprocal.cluster_dense``):
 
 * full run: ``N = 12,936`` and ``32,621`` at ``d = 2048`` (Market-1501 and MSMT17 training-set
   sizes), sparse path and dense reference; sparse path alone at ``N = 100,000`` (exact k-NN) and
@@ -33,19 +35,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from measure import fastest, mem_available_gib, peak_mib, rss_mib, run_worker
 
 EPS = 0.6
 MIN_SAMPLES = 4
@@ -114,49 +110,32 @@ def mixture_features(
     return x, pid
 
 
-def _rss_mib() -> float:
-    """Current resident set size of this process in MiB (from /proc)."""
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return float("nan")
-
-
-def _peak_mib() -> float:
-    """Peak resident set size of this process so far in MiB (``ru_maxrss`` is in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-
-
 def worker(cfg: Config, seed: int, labels_out: str) -> dict:
     """Run one configuration in this process and return its measurements."""
     import faiss
+    from reference_kreciprocal import cluster_dense
 
-    from maskpre_tf.clustering.cluster import (
-        cluster,
-        cluster_dense_reference,
-        cluster_statistics,
-    )
+    from maskpre_tf.clustering.cluster import cluster, cluster_statistics
+    from maskpre_tf.clustering.jaccard import neighbour_depth
     from maskpre_tf.clustering.knn import knn_recall, knn_search, l2_normalize
 
     threads = os.cpu_count() or 1
     faiss.omp_set_num_threads(threads)
     x, pid = mixture_features(cfg.n, cfg.d, seed=seed)
-    rss_before = _rss_mib()
-    peak_before = _peak_mib()
+    rss_before = rss_mib()
+    peak_before = peak_mib()
     timings: dict = {}
     recall = None
     start = time.perf_counter()
     if cfg.path == "dense":
-        labels = cluster_dense_reference(
-            x, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, timings=timings
-        )
+        labels = cluster_dense(x, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, timings=timings)
     elif cfg.index == "ivf":
         # k-NN outside cluster() so that the approximate lists can be scored afterwards.
         t0 = time.perf_counter()
         xn = l2_normalize(x)
         del x
-        _, ranks = knn_search(xn, K1 + 1, index="ivf", normalize=False, seed=seed)
+        depth = neighbour_depth(cfg.n, K1, K2, "cluster_contrast")
+        _, ranks = knn_search(xn, depth, index="ivf", normalize=False, seed=seed)
         knn_s = time.perf_counter() - t0
         labels = cluster(
             xn, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, ranks=ranks, timings=timings
@@ -167,7 +146,7 @@ def worker(cfg: Config, seed: int, labels_out: str) -> dict:
             x, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, index=cfg.index, timings=timings
         )
     total = time.perf_counter() - start
-    peak = _peak_mib()
+    peak = peak_mib()
     if cfg.path == "sparse" and cfg.index == "ivf":
         recall = knn_recall(xn, ranks, num_queries=1000, seed=seed, normalize=False)
     np.save(labels_out, labels)
@@ -193,46 +172,15 @@ def worker(cfg: Config, seed: int, labels_out: str) -> dict:
     }
 
 
-def _mem_available_gib() -> float:
-    with open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) / 2**20
-    return float("inf")
-
-
 def run_config(cfg: Config, seed: int, workdir: str) -> dict | None:
     """Run one configuration in a fresh subprocess; ``None`` with a message if it failed."""
     labels_out = os.path.join(workdir, f"{cfg.path}_{cfg.n}.npy")
-    cmd = [
-        sys.executable,
-        __file__,
-        "--worker",
-        json.dumps({"path": cfg.path, "n": cfg.n, "d": cfg.d, "index": cfg.index}),
-        "--seed",
-        str(seed),
-        "--labels-out",
-        labels_out,
-    ]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode != 0:
-        print(f"  {cfg} failed (exit {proc.returncode}):\n{proc.stderr[-2000:]}", flush=True)
-        return None
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    result["labels"] = labels_out
+    spec = json.dumps({"path": cfg.path, "n": cfg.n, "d": cfg.d, "index": cfg.index})
+    args = ["--worker", spec, "--seed", str(seed), "--labels-out", labels_out]
+    result = run_worker(__file__, args)
+    if result is not None:
+        result["labels"] = labels_out
     return result
-
-
-def _fastest(runs: list[dict]) -> dict | None:
-    """The run with the smallest total time, carrying the largest peak seen over all runs."""
-    if not runs:
-        return None
-    best = dict(min(runs, key=lambda r: r["total_s"]))
-    best["peak_mib"] = max(r["peak_mib"] for r in runs)
-    best["growth_mib"] = max(r["growth_mib"] for r in runs)
-    best["runs"] = len(runs)
-    return best
 
 
 def _fmt(v: float | None, spec: str) -> str:
@@ -297,13 +245,13 @@ def main(argv: list[str] | None = None) -> None:
                 # Alternate the two paths so that both see the same share of a busy machine.
                 res = run_config(Config("sparse", n, d, "flat"), args.seed, workdir)
                 sparse_runs += [res] if res else []
-                if _mem_available_gib() < need_gib * 1.15:
+                if mem_available_gib() < need_gib * 1.15:
                     notes.append(f"dense N={n} skipped: needs ~{need_gib:.1f} GiB free")
                     break
                 res = run_config(Config("dense", n, d, "faiss_flat"), args.seed, workdir)
                 dense_runs += [res] if res else []
-            sparse = _fastest(sparse_runs)
-            dense = _fastest(dense_runs)
+            sparse = fastest(sparse_runs)
+            dense = fastest(dense_runs)
             speed = mem = ari = None
             if sparse is not None and dense is not None:
                 speed = dense["total_s"] / sparse["total_s"]
@@ -333,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
             if res["ivf_recall"] is not None:
                 notes.append(
                     f"N={n}: IVF k-NN (IndexIVFFlat, inner product, nlist=4*sqrt(N), nprobe=16) "
-                    f"recall@{K1 + 1} vs exact search on 1,000 random queries: "
+                    f"recall@{K1} vs exact search on 1,000 random queries: "
                     f"{res['ivf_recall']:.4f}"
                 )
     table = "\n".join(rows)

@@ -1,4 +1,7 @@
-"""Tests of the pseudo-label engine: k-NN, sparse k-reciprocal Jaccard distance, DBSCAN, stats."""
+"""Tests of the pseudo-label engine: k-NN, sparse k-reciprocal Jaccard distance, DBSCAN, stats.
+
+The k-reciprocal steps themselves are tested in test_kreciprocal.py.
+"""
 
 from __future__ import annotations
 
@@ -7,25 +10,16 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from reference_kreciprocal import cluster_dense, jaccard_distance_dense
 from sklearn.metrics import adjusted_rand_score
 
 from maskpre_tf.clustering.cluster import (
     camera_centered_features,
     cluster,
-    cluster_dense_reference,
     cluster_statistics,
     relabel,
 )
-from maskpre_tf.clustering.jaccard import (
-    encode_neighbourhoods,
-    expand_reciprocal_sets,
-    half_k,
-    jaccard_distance,
-    jaccard_distance_dense_reference,
-    jaccard_from_encoding,
-    k_reciprocal_sets,
-    local_query_expansion,
-)
+from maskpre_tf.clustering.jaccard import DEFAULT_CONVENTION, jaccard_distance
 from maskpre_tf.clustering.knn import as_unit_rows, knn_recall, knn_search, l2_normalize
 from maskpre_tf.errors import UserError
 
@@ -54,12 +48,6 @@ def to_dense(dist: sp.csr_array) -> np.ndarray:
     rows = np.repeat(np.arange(dist.shape[0]), np.diff(dist.indptr))
     out[rows, dist.indices] = dist.data
     return out
-
-
-def row_sets(mat: sp.csr_array) -> list[set[int]]:
-    return [
-        set(mat.indices[mat.indptr[i] : mat.indptr[i + 1]].tolist()) for i in range(mat.shape[0])
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -124,91 +112,19 @@ def test_as_unit_rows_copies_only_when_needed():
     np.testing.assert_allclose(y, 3 * x)  # input untouched
 
 
-# ------------------------------------------------------ k-reciprocal rule, by hand
-
-
-def line_ranks(points: list[float]) -> np.ndarray:
-    """Neighbour ranks of 1-D points (nearest first, ties by index)."""
-    p = np.asarray(points, dtype=float)
-    return np.argsort(np.abs(p[:, None] - p[None, :]), axis=1, kind="stable")
-
-
-def test_k_reciprocal_sets_by_hand():
-    # Points at 0, 1, 3, 7.  N(i, 1): 0->{0,1}, 1->{1,0}, 2->{2,1}, 3->{3,2}.
-    ranks = line_ranks([0, 1, 3, 7])
-    assert row_sets(k_reciprocal_sets(ranks, 1)) == [{0, 1}, {0, 1}, {2}, {3}]
-    # N(i, 2): 0->{0,1,2}, 1->{1,0,2}, 2->{2,1,0}, 3->{3,2,1}: 3 is nobody's neighbour.
-    assert row_sets(k_reciprocal_sets(ranks, 2)) == [{0, 1, 2}, {0, 1, 2}, {0, 1, 2}, {3}]
-
-
-def test_k_reciprocal_sets_ignore_missing_neighbours():
-    ranks = np.array([[0, 1, -1], [1, 0, -1], [2, -1, -1]])
-    assert row_sets(k_reciprocal_sets(ranks, 2)) == [{0, 1}, {0, 1}, {2}]
-
-
-def bool_rows(sets: list[set[int]], n: int) -> sp.csr_array:
-    dense = np.zeros((n, n), dtype=bool)
-    for i, s in enumerate(sets):
-        dense[i, sorted(s)] = True
-    return sp.csr_array(dense)
-
-
-def test_expansion_rule_by_hand():
-    n = 8
-    recip = bool_rows([{0, 1, 2}] + [set() for _ in range(n - 1)], n)
-    half = [set() for _ in range(n)]
-    half[0] = {0}  # inside: 1 > 2/3 -> adds nothing new
-    half[1] = {1, 2, 5}  # overlap 2, not > 2/3 * 3 = 2 -> rejected
-    half[2] = {2, 0, 1, 7}  # overlap 3 > 2/3 * 4 -> accepted, brings 7
-    expanded = expand_reciprocal_sets(recip, bool_rows(half, n))
-    assert row_sets(expanded)[0] == {0, 1, 2, 7}
-    assert all(s == set() for s in row_sets(expanded)[1:])
-
-
-def test_half_k_rounds_like_numpy():
-    assert [half_k(k) for k in (30, 20, 5, 7, 1)] == [15, 10, 2, 4, 0]
-
-
-def test_encoding_is_softmax_of_negative_distance():
-    x = l2_normalize(np.array([[1, 0], [1, 1], [0, 1], [-1, 0.2]], dtype=np.float32))
-    expanded = bool_rows([{0, 1, 2}, {1}, {1, 2}, set()], 4)
-    v = encode_neighbourhoods(x, expanded).toarray()
-    d = 2 - 2 * x @ x.T
-    w = np.exp(-d[0, [0, 1, 2]])
-    np.testing.assert_allclose(v[0, [0, 1, 2]], w / w.sum(), rtol=1e-6)
-    np.testing.assert_allclose(v[1], [0, 1, 0, 0])
-    np.testing.assert_allclose(v.sum(axis=1), [1, 1, 1, 0], atol=1e-6)
-
-
-def test_query_expansion_averages_neighbour_rows():
-    v = sp.csr_array(np.array([[1, 0, 0], [0, 0.5, 0.5], [0, 0, 1]], dtype=np.float32))
-    ranks = np.array([[0, 1, 2], [1, 2, 0], [2, -1, -1]])
-    assert local_query_expansion(v, ranks, 1) is v
-    w = local_query_expansion(v, ranks, 2).toarray()
-    np.testing.assert_allclose(w, [[0.5, 0.25, 0.25], [0, 0.25, 0.75], [0, 0, 1]])
-
-
-def test_jaccard_from_encoding_by_hand():
-    w = sp.csr_array(
-        np.array([[0.5, 0.5, 0, 0], [0, 0.5, 0.5, 0], [0, 0, 0, 1], [0, 0, 0, 1]], np.float32)
-    )
-    dist = jaccard_from_encoding(w)
-    # Rows 0, 1: sum(min) = 0.5, sum(max) = 1.5 -> 1 - 1/3.
-    assert to_dense(dist)[0, 1] == pytest.approx(2 / 3, abs=1e-6)
-    rows = [dict(zip(r.indices, r.data, strict=True)) for r in (dist[[i], :] for i in range(4))]
-    assert 2 not in rows[0] and 3 not in rows[0]  # no overlap: not stored, i.e. distance 1
-    # Identical rows 2 and 3: an explicit stored zero, which DBSCAN must see as a neighbour.
-    assert rows[2] == {2: 0.0, 3: 0.0}
-
-
 # ----------------------------------------------- sparse path == dense reference
 
 
+def test_default_convention_is_cluster_contrasts():
+    assert DEFAULT_CONVENTION == "cluster_contrast"
+
+
+@pytest.mark.parametrize("convention", ["cluster_contrast", "zhong"])
 @pytest.mark.parametrize("k1,k2", [(30, 6), (20, 1), (7, 3)])
-def test_sparse_jaccard_equals_dense_reference(mixture, mixture_ranks, k1, k2):
+def test_sparse_jaccard_equals_dense_reference(mixture, mixture_ranks, k1, k2, convention):
     x = mixture[0]
-    sparse = jaccard_distance(x, k1=k1, k2=k2, ranks=mixture_ranks)
-    dense = jaccard_distance_dense_reference(x, k1=k1, k2=k2, ranks=mixture_ranks)
+    sparse = jaccard_distance(x, k1=k1, k2=k2, ranks=mixture_ranks, convention=convention)
+    dense = jaccard_distance_dense(x, k1=k1, k2=k2, ranks=mixture_ranks, convention=convention)
     stored = np.zeros(dense.shape, dtype=bool)
     rows = np.repeat(np.arange(len(x)), np.diff(sparse.indptr))
     stored[rows, sparse.indices] = True
@@ -239,11 +155,12 @@ def test_max_distance_and_distance_order(mixture, mixture_ranks):
     np.testing.assert_array_equal(kept <= 0.6, full <= 0.6)
 
 
+@pytest.mark.parametrize("convention", ["cluster_contrast", "zhong"])
 @pytest.mark.parametrize("eps", [0.5, 0.6, 0.7])
-def test_sparse_clusters_equal_dense_reference(mixture, mixture_ranks, eps):
+def test_sparse_clusters_equal_dense_reference(mixture, mixture_ranks, eps, convention):
     x, pid = mixture
-    sparse = cluster(x, eps=eps)
-    dense = cluster_dense_reference(x, eps=eps, ranks=mixture_ranks)
+    sparse = cluster(x, eps=eps, convention=convention)
+    dense = cluster_dense(x, eps=eps, ranks=mixture_ranks, convention=convention)
     stats = cluster_statistics(sparse, pid)
     # The data must make DBSCAN decide something: several clusters, some outliers.
     assert 10 <= stats["num_clusters"] < len(x) / 4
@@ -359,6 +276,9 @@ def test_statistics_scores_track_quality(mixture):
         lambda: cluster(np.ones((5, 3), np.float32), camids=np.zeros(4, int)),
         lambda: jaccard_distance(np.ones((5, 3), np.float32), k1=0),
         lambda: jaccard_distance(np.ones((5, 3), np.float32), ranks=np.zeros((5, 2), int)),
+        lambda: jaccard_distance(np.ones((5, 3), np.float32), convention="torchreid"),
+        lambda: jaccard_distance(np.ones((5, 3), np.float32), row_order="random"),
+        lambda: cluster(np.ones((5, 3), np.float32), convention="torchreid"),
         lambda: knn_search(np.ones((5, 3), np.float32), 2, index="hnsw"),
         lambda: cluster_statistics(np.zeros(3, int), np.zeros(4, int)),
     ],

@@ -1,4 +1,4 @@
-"""Tests for the Market-1501 ranking protocol, k-reciprocal re-ranking and distances."""
+"""Tests for the Market-1501 ranking protocol (whole matrices and blocks of query rows)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation import ranking
-from maskpre_tf.evaluation.ranking import evaluate_rank, pairwise_distance, re_ranking
+from maskpre_tf.evaluation.ranking import evaluate_rank, evaluate_rank_blocks
 
 # --------------------------------------------------------------------------------------------
 # Straightforward references, written for these tests (one query / one row at a time).
@@ -32,41 +32,6 @@ def reference_evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_ran
         precision = np.cumsum(hits) / np.arange(1, hits.size + 1)
         aps.append(float((precision * hits).sum() / hits.sum()))
     return np.mean(curves, axis=0), float(np.mean(aps))
-
-
-def reference_re_ranking(qg, qq, gg, k1, k2, lam):
-    """Dense row-by-row reference of Zhong et al.'s k-reciprocal re-ranking."""
-    nq = qg.shape[0]
-    full = np.block([[qq, qg], [qg.T, gg]]).astype(np.float64) ** 2
-    peak = full.max(axis=0)
-    dist = (full / np.where(peak > 0, peak, 1.0)).T
-    n = dist.shape[0]
-    rank = np.argsort(dist, axis=1, kind="stable")
-
-    def recip(i, k):
-        forward = rank[i, : k + 1]
-        return [j for j in forward if i in rank[j, : k + 1]]
-
-    half = int(np.around(k1 / 2.0))
-    enc = np.zeros((n, n))
-    for i in range(n):
-        base = recip(i, k1)
-        expanded = set(base)
-        for j in base:
-            cand = recip(j, half)
-            if len(set(cand) & set(base)) > 2.0 / 3.0 * len(cand):
-                expanded.update(cand)
-        idx = sorted(expanded)
-        w = np.exp(-dist[i, idx])
-        enc[i, idx] = w / w.sum()
-    if k2 != 1:
-        enc = np.stack([enc[rank[i, :k2]].mean(axis=0) for i in range(n)])
-    jac = np.zeros((nq, n - nq))
-    for i in range(nq):
-        for j in range(n - nq):
-            s = np.minimum(enc[i], enc[nq + j]).sum()
-            jac[i, j] = 1.0 - s / (2.0 - s)
-    return jac * (1 - lam) + dist[:nq, nq:] * lam
 
 
 def ids(*values):
@@ -282,130 +247,29 @@ def test_result_does_not_depend_on_dtype():
 
 
 # --------------------------------------------------------------------------------------------
-# pairwise_distance
+# evaluate_rank_blocks
 # --------------------------------------------------------------------------------------------
 
 
-def test_pairwise_distance_matches_direct_formulas(monkeypatch):
-    rng = np.random.default_rng(0)
-    q = rng.normal(size=(17, 5)).astype(np.float32)
-    g = rng.normal(size=(23, 5)).astype(np.float32)
-    g[3] = 0.0  # zero vector: cosine distance 1 to every query
-    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 4 * 23)  # several row blocks
-    sq = pairwise_distance(q, g, metric="euclidean")
-    direct = ((q[:, None, :].astype(np.float64) - g[None, :, :]) ** 2).sum(-1)
-    assert sq.dtype == np.float32 and sq.shape == (17, 23)
-    np.testing.assert_allclose(sq, direct, rtol=1e-5, atol=1e-5)
-    cos = pairwise_distance(q, g, metric="cosine")
-    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
-    gn = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
-    np.testing.assert_allclose(cos, 1.0 - qn @ gn.T, atol=1e-6)
-    np.testing.assert_allclose(cos[:, 3], 1.0)
-    with pytest.raises(ValueError, match="metric"):
-        pairwise_distance(q, g, metric="manhattan")
+@pytest.mark.parametrize("cuts", [[], [1], [7, 8, 20], list(range(1, 40))])
+def test_blocks_give_the_whole_matrix_result(cuts):
+    rng = np.random.default_rng(5)
+    dist, qp, gp, qc, gc = _random_case(rng, 40, 300, num_ids=12, num_cams=4, levels=8)
+    dist = dist.astype(np.float32)
+    want_cmc, want_ap = evaluate_rank(dist, qp, gp, qc, gc)
+    cmc, m_ap = evaluate_rank_blocks(np.split(dist, cuts), qp, gp, qc, gc)
+    np.testing.assert_array_equal(cmc, want_cmc)
+    assert m_ap == pytest.approx(want_ap, abs=1e-12)
 
 
-# --------------------------------------------------------------------------------------------
-# re_ranking
-# --------------------------------------------------------------------------------------------
-
-
-def _clustered(rng, num_ids, per_id, dim, spread):
-    centres = rng.normal(size=(num_ids, dim))
-    labels = np.repeat(np.arange(1, num_ids + 1), per_id)
-    feats = centres[labels - 1] + spread * rng.normal(size=(labels.size, dim))
-    return feats.astype(np.float32), labels
-
-
-def _split_distances(feats, num_q, metric="euclidean"):
-    d = pairwise_distance(feats, feats, metric=metric)
-    d = (d + d.T) / 2  # exactly symmetric
-    return d[:num_q, num_q:], d[:num_q, :num_q], d[num_q:, num_q:]
-
-
-@pytest.mark.parametrize("k1, k2, lam", [(5, 3, 0.3), (4, 1, 0.5), (40, 6, 0.3), (3, 50, 0.0)])
-def test_re_ranking_matches_reference(k1, k2, lam, monkeypatch):
-    rng = np.random.default_rng(k1 * 10 + k2)
-    feats, _ = _clustered(rng, num_ids=6, per_id=5, dim=4, spread=0.6)
-    order = rng.permutation(len(feats))
-    qg, qq, gg = _split_distances(feats[order], 8)
-    # Small work budgets: several row chunks and several Jaccard joins.
-    monkeypatch.setattr(ranking, "_CHUNK_ELEMENTS", 3 * len(feats))
-    monkeypatch.setattr(ranking, "_JOIN_BUDGET", 200)
-    got = re_ranking(qg, qq, gg, k1=k1, k2=k2, lambda_value=lam)
-    want = reference_re_ranking(qg, qq, gg, k1, k2, lam)
-    assert got.shape == qg.shape and got.dtype == np.float32
-    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
-
-
-def test_tiled_transposed_copy():
-    src = np.arange(7 * 5, dtype=np.float32).reshape(7, 5)
-    dst = np.zeros((5, 7), dtype=np.float32)
-    ranking._copy_transposed(dst, src, tile=3)
-    np.testing.assert_array_equal(dst, src.T)
-
-
-def test_re_ranking_lambda_one_is_the_normalised_squared_input():
-    rng = np.random.default_rng(1)
-    feats, _ = _clustered(rng, num_ids=5, per_id=4, dim=3, spread=0.5)
-    qg, qq, gg = _split_distances(feats, 6)
-    got = re_ranking(qg, qq, gg, lambda_value=1.0)
-    # Row i of the working distance: squared distances divided by the largest squared
-    # distance from query i to any image (queries and gallery together).
-    peak = np.maximum(qq.max(axis=1), qg.max(axis=1)) ** 2
-    np.testing.assert_allclose(got, qg**2 / peak[:, None], rtol=1e-6)
-
-
-def test_re_ranking_symmetric_inputs():
-    rng = np.random.default_rng(2)
-    feats, _ = _clustered(rng, num_ids=6, per_id=5, dim=4, spread=0.5)
-    qg, qq, gg = _split_distances(feats, 10)
-    # The Jaccard part does not depend on which side is called query.
-    forward = re_ranking(qg, qq, gg, k1=6, k2=3, lambda_value=0.0)
-    swapped = re_ranking(qg.T, gg, qq, k1=6, k2=3, lambda_value=0.0)
-    np.testing.assert_allclose(forward, swapped.T, atol=1e-6)
-    # Query set == gallery set: the Jaccard distance matrix is symmetric with zero diagonal.
-    d = pairwise_distance(feats, feats, metric="euclidean")
-    d = (d + d.T) / 2
-    same = re_ranking(d, d, d, k1=6, k2=3, lambda_value=0.0)
-    np.testing.assert_allclose(same, same.T, atol=1e-6)
-    np.testing.assert_allclose(np.diag(same), 0.0, atol=1e-6)
-
-
-def test_re_ranking_k1_larger_than_all_images():
-    rng = np.random.default_rng(4)
-    feats, _ = _clustered(rng, num_ids=3, per_id=4, dim=3, spread=0.5)
-    qg, qq, gg = _split_distances(feats, 4)
-    got = re_ranking(qg, qq, gg, k1=100, k2=30, lambda_value=0.3)
-    want = reference_re_ranking(qg, qq, gg, 100, 30, 0.3)
-    assert got.shape == (4, 8)
-    assert np.all(np.isfinite(got)) and np.all((got >= 0) & (got <= 1 + 1e-6))
-    np.testing.assert_allclose(got, want, atol=2e-5, rtol=0)
-
-
-def test_re_ranking_does_not_lower_map_on_clustered_features():
-    rng = np.random.default_rng(7)
-    feats, labels = _clustered(rng, num_ids=40, per_id=8, dim=16, spread=0.9)
-    cams = rng.integers(0, 4, labels.size)
-    is_query = np.zeros(labels.size, dtype=bool)
-    is_query[::8] = True  # one query per identity
-    qf, gf = feats[is_query], feats[~is_query]
-    qp, gp = labels[is_query], labels[~is_query]
-    qc, gc = cams[is_query], cams[~is_query]
-    qg = pairwise_distance(qf, gf, metric="euclidean")
-    qq = pairwise_distance(qf, qf, metric="euclidean")
-    gg = pairwise_distance(gf, gf, metric="euclidean")
-    _, base_map = evaluate_rank(qg, qp, gp, qc, gc)
-    _, rr_map = evaluate_rank(re_ranking(qg, qq, gg, k1=6, k2=3), qp, gp, qc, gc)
-    assert 0.2 < base_map < 0.95  # a setting where there is something to gain
-    assert rr_map >= base_map
-
-
-def test_re_ranking_rejects_bad_arguments():
-    qg = np.ones((2, 3), np.float32)
-    with pytest.raises(ValueError, match="g_g_dist"):
-        re_ranking(qg, np.ones((2, 2)), np.ones((2, 2)))
-    with pytest.raises(ValueError, match="lambda_value"):
-        re_ranking(qg, np.ones((2, 2)), np.ones((3, 3)), lambda_value=1.5)
-    with pytest.raises(UserError, match="NaN"):
-        re_ranking(qg, np.full((2, 2), np.nan), np.ones((3, 3)))
+def test_blocks_that_do_not_cover_the_queries_raise():
+    dist = np.zeros((4, 3), np.float32)
+    qp, gp, qc, gc = ids(1, 1, 2, 2), ids(1, 2, 3), ids(0, 0, 0, 0), ids(1, 1, 1)
+    with pytest.raises(ValueError, match="cover 3 query rows"):
+        evaluate_rank_blocks([dist[:3]], qp, gp, qc, gc)
+    with pytest.raises(ValueError, match="does not fit"):
+        evaluate_rank_blocks([dist, dist[:1]], qp, gp, qc, gc)
+    with pytest.raises(ValueError, match="does not fit"):
+        evaluate_rank_blocks([dist[:, :2]], qp, gp, qc, gc)
+    with pytest.raises(UserError, match="non-empty"):
+        evaluate_rank_blocks([], ids(), gp, ids(), gc)

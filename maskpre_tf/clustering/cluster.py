@@ -23,13 +23,10 @@ from sklearn.cluster import DBSCAN
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
-from maskpre_tf.clustering.jaccard import (
-    DEFAULT_MAX_TRIPLES,
-    jaccard_distance,
-    jaccard_distance_dense_reference,
-)
+from maskpre_tf.clustering.jaccard import DEFAULT_CONVENTION, jaccard_distance, neighbour_depth
 from maskpre_tf.clustering.knn import as_unit_rows, check_features, knn_search, l2_normalize
 from maskpre_tf.errors import UserError
+from maskpre_tf.kreciprocal import DEFAULT_MAX_TRIPLES
 
 
 def _check_dbscan_args(eps: float, min_samples: int) -> None:
@@ -112,6 +109,7 @@ def cluster(
     max_triples: int = DEFAULT_MAX_TRIPLES,
     seed: int = 0,
     timings: dict | None = None,
+    convention: str = DEFAULT_CONVENTION,
 ) -> np.ndarray:
     """Pseudo labels by DBSCAN over the sparse k-reciprocal Jaccard distance.
 
@@ -126,13 +124,16 @@ def cluster(
         first (:func:`camera_centered_features`). Not combinable with ``ranks``.
       index: k-NN back-end (``"auto"``: exact up to 200,000 samples, IVF above; ``"flat"``;
         ``"faiss_flat"``; ``"ivf"``).
-      ranks: optional precomputed ``[N, >= max(k1 + 1, k2)]`` neighbour ids of the
-        L2-normalised features (from :func:`~maskpre_tf.clustering.knn.knn_search`).
+      ranks: optional precomputed ``[N, >= neighbour_depth(N, k1, k2, convention)]`` neighbour
+        ids of the L2-normalised features (from :func:`~maskpre_tf.clustering.knn.knn_search`).
       num_threads: faiss threads (``None``: unchanged).
       max_triples: per-block temporary-memory cap of the Jaccard computation.
       seed: seed of an approximate k-NN index (exact search needs none).
       timings: if a dict is given, it receives the seconds spent in ``"knn"``, ``"jaccard"``
         and ``"dbscan"``.
+      convention: neighbourhood sizes, ``"cluster_contrast"`` (default: ``k1`` neighbours
+        with the sample itself, as cluster-contrast's faiss search) or ``"zhong"`` (``k1 + 1``);
+        see :mod:`maskpre_tf.kreciprocal`.
 
     Returns:
       ``[N]`` int64 labels ``0..C-1`` numbered by first appearance, ``-1`` for outliers.
@@ -155,7 +156,7 @@ def cluster(
         x = as_unit_rows(x)
     start = time.perf_counter()
     if ranks is None:
-        need = max(min(int(k1) + 1, n), min(int(k2), n))
+        need = neighbour_depth(n, k1, k2, convention)
         _, ranks = knn_search(
             x, need, index=index, normalize=False, num_threads=num_threads, seed=seed
         )
@@ -170,51 +171,9 @@ def cluster(
         row_order="distance",
         max_triples=max_triples,
         normalize=False,
+        convention=convention,
     )
     del x
-    clock["jaccard"] = time.perf_counter() - start
-    start = time.perf_counter()
-    labels = relabel(_dbscan(dist, eps, min_samples))
-    clock["dbscan"] = time.perf_counter() - start
-    return labels
-
-
-def cluster_dense_reference(
-    features: np.ndarray,
-    eps: float = 0.6,
-    min_samples: int = 4,
-    k1: int = 30,
-    k2: int = 6,
-    ranks: np.ndarray | None = None,
-    timings: dict | None = None,
-) -> np.ndarray:
-    """Reference only: DBSCAN over the dense ``N x N`` Jaccard matrix (tests, benchmarks).
-
-    Needs about ``3 N^2 * 4`` bytes (``2.0 GB`` at ``N = 12,936``, ``12.8 GB`` at ``32,621``).
-
-    Args:
-      features: ``[N, D]`` real features.
-      eps, min_samples, k1, k2: as in :func:`cluster`.
-      ranks: optional precomputed exact neighbour ids ``[N, >= max(k1 + 1, k2)]``; computed
-        with ``faiss.knn`` when None.
-      timings: as in :func:`cluster`.
-
-    Returns:
-      ``[N]`` int64 labels numbered like :func:`cluster`'s.
-    """
-    _check_dbscan_args(eps, min_samples)
-    x = as_unit_rows(check_features(features))
-    n = x.shape[0]
-    clock = {} if timings is None else timings
-    if n == 0:
-        return np.empty(0, dtype=np.int64)
-    start = time.perf_counter()
-    if ranks is None:
-        need = max(min(int(k1) + 1, n), min(int(k2), n))
-        _, ranks = knn_search(x, need, index="faiss_flat", normalize=False)
-    clock["knn"] = time.perf_counter() - start
-    start = time.perf_counter()
-    dist = jaccard_distance_dense_reference(x, k1=k1, k2=k2, ranks=ranks)
     clock["jaccard"] = time.perf_counter() - start
     start = time.perf_counter()
     labels = relabel(_dbscan(dist, eps, min_samples))

@@ -9,12 +9,19 @@ import tensorflow as tf
 
 from maskpre_tf.data.datasets import Record
 from maskpre_tf.data.pipeline import make_eval_dataset
-from maskpre_tf.evaluation.ranking import evaluate_rank, pairwise_distance, re_ranking
+from maskpre_tf.evaluation.distance import distance_blocks
+from maskpre_tf.evaluation.ranking import evaluate_rank_blocks
+from maskpre_tf.evaluation.rerank import re_ranked_blocks
 
 
-def extract_features(embed: Callable[[tf.Tensor], tf.Tensor], paths: Sequence[str],
-                     height: int, width: int, batch_size: int = 128,
-                     flip: bool = False) -> np.ndarray:
+def extract_features(
+    embed: Callable[[tf.Tensor], tf.Tensor],
+    paths: Sequence[str],
+    height: int,
+    width: int,
+    batch_size: int = 128,
+    flip: bool = False,
+) -> np.ndarray:
     """Embeddings of the images at ``paths``, in order.
 
     Args:
@@ -38,35 +45,52 @@ def extract_features(embed: Callable[[tf.Tensor], tf.Tensor], paths: Sequence[st
     return np.concatenate(chunks, axis=0)
 
 
-def evaluate_features(query_features: np.ndarray, gallery_features: np.ndarray,
-                      query: Sequence[Record], gallery: Sequence[Record],
-                      rerank: bool = False) -> dict[str, float]:
+def evaluate_features(
+    query_features: np.ndarray,
+    gallery_features: np.ndarray,
+    query: Sequence[Record],
+    gallery: Sequence[Record],
+    rerank: bool = False,
+) -> dict[str, float]:
     """Market-1501 protocol metrics for given features.
 
     Args:
       query_features: float32 [Nq, D] L2-normalised.
       gallery_features: float32 [Ng, D] L2-normalised.
       query, gallery: their records (pids, camids).
-      rerank: apply k-reciprocal re-ranking (k1 20, k2 6, λ 0.3).
+      rerank: apply k-reciprocal re-ranking (k1 20, k2 6, λ 0.3) to the cosine distances.
     Returns:
       {"mAP", "rank1", "rank5", "rank10"} as fractions in [0, 1].
+
+    Distances are computed and scored one block of queries at a time: no [Nq, Ng] matrix (nor,
+    with re-ranking, any [Nq + Ng]^2 one) is held.
     """
     q_pids = np.array([r.pid for r in query])
     g_pids = np.array([r.pid for r in gallery])
     q_cams = np.array([r.camid for r in query])
     g_cams = np.array([r.camid for r in gallery])
-    distmat = pairwise_distance(query_features, gallery_features)
     if rerank:
-        distmat = re_ranking(distmat, pairwise_distance(query_features, query_features),
-                             pairwise_distance(gallery_features, gallery_features))
-    cmc, mean_ap = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
-    return {"mAP": float(mean_ap), "rank1": float(cmc[0]), "rank5": float(cmc[4]),
-            "rank10": float(cmc[9])}
+        blocks = re_ranked_blocks(query_features, gallery_features)
+    else:
+        blocks = distance_blocks(query_features, gallery_features)
+    cmc, mean_ap = evaluate_rank_blocks(blocks, q_pids, g_pids, q_cams, g_cams)
+    return {
+        "mAP": float(mean_ap),
+        "rank1": float(cmc[0]),
+        "rank5": float(cmc[4]),
+        "rank10": float(cmc[9]),
+    }
 
 
-def evaluate_model(embed: Callable[[tf.Tensor], tf.Tensor], query: Sequence[Record],
-                   gallery: Sequence[Record], height: int, width: int,
-                   batch_size: int = 128, rerank: bool = False) -> dict[str, float]:
+def evaluate_model(
+    embed: Callable[[tf.Tensor], tf.Tensor],
+    query: Sequence[Record],
+    gallery: Sequence[Record],
+    height: int,
+    width: int,
+    batch_size: int = 128,
+    rerank: bool = False,
+) -> dict[str, float]:
     """Extract query and gallery features with ``embed`` and evaluate them."""
     qf = extract_features(embed, [r.path for r in query], height, width, batch_size)
     gf = extract_features(embed, [r.path for r in gallery], height, width, batch_size)
