@@ -136,7 +136,9 @@ class MaskPreConfig:
 class ClusteringConfig:
     """Pseudo labels: k-reciprocal Jaccard distance + DBSCAN, once an epoch."""
 
-    eps: float = _field(0.6, "DBSCAN eps on the Jaccard distance, in (0, 1)")
+    eps: str = _field("0.6", "DBSCAN eps on the Jaccard distance, in (0, 1), or auto: chosen "
+                      "again at every clustering as the eps with the most clusters (see "
+                      "maskpre_tf.clustering.auto_eps)")
     min_samples: int = _field(4, "DBSCAN min_samples (>= 1)")
     k1: int = _field(30, "k-reciprocal neighbourhood size")
     k2: int = _field(6, "local query expansion size (<= --k1)")
@@ -149,6 +151,11 @@ class ClusteringConfig:
     cluster_network: str = _field("teacher", "whose features are clustered each epoch: teacher "
                                   "(the EMA model, MMT-style) or student (the online model, as "
                                   "cluster-contrast does)")
+
+    @property
+    def fixed_eps(self) -> float | None:
+        """--eps as a number, or None for auto."""
+        return None if self.eps == "auto" else float(self.eps)
 
 
 @dataclass(frozen=True)
@@ -275,9 +282,9 @@ class TrainConfig:
             raise UserError(
                 f"--precision={o.precision}: expected float32, mixed_bfloat16 or mixed_float16"
             )
-        if not 0.0 < c.eps < 1.0:
+        if c.eps != "auto" and not 0.0 < _number(c.eps) < 1.0:
             raise UserError(
-                f"--eps={c.eps}: expected a Jaccard distance in (0, 1); typical "
+                f"--eps={c.eps}: expected auto or a Jaccard distance in (0, 1); typical "
                 "values are 0.4-0.7 (pairs with no k-reciprocal overlap are at 1)"
             )
         if c.min_samples < 1:
@@ -303,6 +310,14 @@ class TrainConfig:
             raise UserError(f"--height/--width {d.height}x{d.width} must be multiples of 8")
         if o.epochs < 1 or o.iters < 1:
             raise UserError(f"--epochs={o.epochs} --iters={o.iters}: both must be >= 1")
+
+
+def _number(text: str) -> float:
+    """float(text), or NaN when it is not a number (then every range check fails)."""
+    try:
+        return float(text)
+    except ValueError:
+        return float("nan")
 
 
 def _section_of(name: str) -> str:

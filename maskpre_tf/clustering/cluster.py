@@ -90,10 +90,71 @@ def camera_centered_features(features: np.ndarray, camids: np.ndarray) -> np.nda
     return l2_normalize(x)
 
 
-def _dbscan(dist, eps: float, min_samples: int) -> np.ndarray:
-    """scikit-learn DBSCAN on a precomputed (dense or sparse CSR) distance matrix."""
+def dbscan_labels(dist, eps: float, min_samples: int = 4) -> np.ndarray:
+    """DBSCAN labels of a precomputed sparse (or dense) distance matrix at ``eps``.
+
+    Pairs stored above ``eps`` are ignored, so one matrix built with a larger ``max_distance``
+    serves every smaller eps (as the eps probe does).
+
+    Returns:
+      ``[N]`` int64 labels ``0..C-1`` numbered by first appearance, ``-1`` for outliers.
+    """
+    _check_dbscan_args(eps, min_samples)
     model = DBSCAN(eps=float(eps), min_samples=int(min_samples), metric="precomputed")
-    return model.fit_predict(dist)
+    return relabel(model.fit_predict(dist))
+
+
+def jaccard_graph(
+    features: np.ndarray,
+    max_distance: float,
+    k1: int = 30,
+    k2: int = 6,
+    camids: np.ndarray | None = None,
+    index: str = "auto",
+    ranks: np.ndarray | None = None,
+    num_threads: int | None = None,
+    max_triples: int = DEFAULT_MAX_TRIPLES,
+    seed: int = 0,
+    timings: dict | None = None,
+    convention: str = DEFAULT_CONVENTION,
+):
+    """The sparse k-reciprocal Jaccard distances ``<= max_distance`` that DBSCAN reads.
+
+    Arguments as :func:`cluster` (``max_distance`` in place of ``eps``). Returns an ``[N, N]``
+    float32 CSR matrix; a pair that is not stored is farther than ``max_distance``.
+    """
+    x = check_features(features)
+    clock = {} if timings is None else timings
+    if camids is not None:
+        if ranks is not None:
+            raise UserError(
+                "cluster: pass either camids or precomputed ranks, not both (the ranks would "
+                "not match the camera-centred features)"
+            )
+        x = camera_centered_features(x, camids)
+    else:
+        x = as_unit_rows(x)
+    start = time.perf_counter()
+    if ranks is None:
+        need = neighbour_depth(x.shape[0], k1, k2, convention)
+        _, ranks = knn_search(
+            x, need, index=index, normalize=False, num_threads=num_threads, seed=seed
+        )
+    clock["knn"] = time.perf_counter() - start
+    start = time.perf_counter()
+    dist = jaccard_distance(
+        x,
+        k1=k1,
+        k2=k2,
+        max_distance=float(max_distance),
+        ranks=ranks,
+        row_order="distance",
+        max_triples=max_triples,
+        normalize=False,
+        convention=convention,
+    )
+    clock["jaccard"] = time.perf_counter() - start
+    return dist
 
 
 def cluster(
@@ -140,45 +201,37 @@ def cluster(
       Deterministic for given inputs and settings.
     """
     _check_dbscan_args(eps, min_samples)
-    x = check_features(features)
-    n = x.shape[0]
-    clock = {} if timings is None else timings
-    if n == 0:
+    if check_features(features).shape[0] == 0:
         return np.empty(0, dtype=np.int64)
-    if camids is not None:
-        if ranks is not None:
-            raise UserError(
-                "cluster: pass either camids or precomputed ranks, not both (the ranks would "
-                "not match the camera-centred features)"
-            )
-        x = camera_centered_features(x, camids)
-    else:
-        x = as_unit_rows(x)
+    clock = {} if timings is None else timings
+    dist = jaccard_graph(features, eps, k1, k2, camids, index, ranks, num_threads, max_triples,
+                         seed, clock, convention)
     start = time.perf_counter()
-    if ranks is None:
-        need = neighbour_depth(n, k1, k2, convention)
-        _, ranks = knn_search(
-            x, need, index=index, normalize=False, num_threads=num_threads, seed=seed
-        )
-    clock["knn"] = time.perf_counter() - start
-    start = time.perf_counter()
-    dist = jaccard_distance(
-        x,
-        k1=k1,
-        k2=k2,
-        max_distance=float(eps),
-        ranks=ranks,
-        row_order="distance",
-        max_triples=max_triples,
-        normalize=False,
-        convention=convention,
-    )
-    del x
-    clock["jaccard"] = time.perf_counter() - start
-    start = time.perf_counter()
-    labels = relabel(_dbscan(dist, eps, min_samples))
+    labels = dbscan_labels(dist, eps, min_samples)
     clock["dbscan"] = time.perf_counter() - start
     return labels
+
+
+def pseudo_labels(
+    features: np.ndarray,
+    eps: float | None,
+    min_samples: int = 4,
+    k1: int = 30,
+    k2: int = 6,
+    camids: np.ndarray | None = None,
+) -> tuple[np.ndarray, float, object]:
+    """One epoch's pseudo labels, at a fixed eps or at the automatic one (``eps=None``).
+
+    Returns:
+      (labels [N] as :func:`cluster`'s, the eps used, the sparse Jaccard graph DBSCAN read:
+      pairs up to the eps, or up to the automatic grid's end).
+    """
+    from maskpre_tf.clustering.auto_eps import MAX_EPS, choose_eps
+
+    dist = jaccard_graph(features, MAX_EPS if eps is None else eps, k1, k2, camids=camids)
+    if eps is None:
+        eps = choose_eps(dist, min_samples)
+    return dbscan_labels(dist, eps, min_samples), float(eps), dist
 
 
 def _pairs(counts: np.ndarray) -> int:

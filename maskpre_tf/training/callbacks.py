@@ -18,7 +18,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from maskpre_tf.clustering.cluster import cluster, cluster_statistics
+from maskpre_tf.clustering.auto_eps import nearest_distances
+from maskpre_tf.clustering.cluster import cluster_statistics, pseudo_labels
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.data.datasets import Record
 from maskpre_tf.data.sampler import PKSampler
@@ -40,6 +41,7 @@ class RunState:
     cluster_stats: dict = field(default_factory=dict)
     eval_results: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
+    nearest_distances: np.ndarray | None = None  # each image's Jaccard distance to its nearest
     best_map: float = -1.0
 
 
@@ -103,17 +105,22 @@ class ClusteringCallback(keras.callbacks.Callback):
         features = self.features(strategy, worker)
         extracted = time.perf_counter()
         labels = np.zeros(len(self.paths), np.float64)
+        eps, nearest = 0.0, None
         if worker.is_chief:  # the chief clusters; every worker receives its labels
-            labels = cluster(
+            labels, eps, dist = pseudo_labels(
                 features,
-                eps=cfg.eps,
+                cfg.fixed_eps,
                 min_samples=cfg.min_samples,
                 k1=cfg.k1,
                 k2=cfg.k2,
                 camids=self.camids if cfg.camera_aware else None,
             )
-        labels = np.rint(sum_over_workers(strategy, labels.astype(np.float64))).astype(np.int64)
+            nearest = nearest_distances(dist)
+        shared = sum_over_workers(strategy, np.append(labels.astype(np.float64), eps))
+        labels, eps = np.rint(shared[:-1]).astype(np.int64), float(shared[-1])
         stats = cluster_statistics(labels, self.true_pids)
+        stats["eps"] = eps
+        self.state.nearest_distances = nearest
         stats["extract_seconds"] = extracted - start
         stats["cluster_seconds"] = time.perf_counter() - extracted
         self.state.cluster_stats = stats
@@ -135,8 +142,9 @@ class ClusteringCallback(keras.callbacks.Callback):
         self.sampler.set_labels(labels)
         diag = "".join(f", {k} {stats[k]:.3f}" for k in ("nmi", "ari") if k in stats)
         self.log(
-            f"epoch {epoch + 1}: {stats['num_clusters']} clusters, "
-            f"{stats['num_outliers']} outliers{diag} ({stats['cluster_seconds']:.1f} s)"
+            f"epoch {epoch + 1}: eps {eps:.3f}: {stats['num_clusters']} clusters, "
+            f"{stats['num_outliers']} outliers{diag} (features {stats['extract_seconds']:.0f} s, "
+            f"clustering {stats['cluster_seconds']:.0f} s)"
         )
 
 
@@ -235,8 +243,9 @@ class CheckpointCallback(keras.callbacks.Callback):
 
 
 class TensorBoardCallback(keras.callbacks.Callback):
-    """Writes every loss term, lr, drop rate, clustering and evaluation figures per epoch, and an
-    image panel of a few inputs with their two DropBlock masks."""
+    """Writes every loss term, lr, drop rate, clustering (eps, counts, agreement, timings) and
+    evaluation figures per epoch, the histogram of each image's Jaccard distance to its nearest
+    neighbour, and an image panel of a few inputs with their two DropBlock masks."""
 
     def __init__(self, state: RunState, log_dir: str, sample_images: np.ndarray | None = None):
         super().__init__()
@@ -258,6 +267,8 @@ class TensorBoardCallback(keras.callbacks.Callback):
             "ari",
             "pairwise_precision",
             "pairwise_recall",
+            "eps",
+            "extract_seconds",
             "cluster_seconds",
         ):
             if key in self.state.cluster_stats:
@@ -267,6 +278,9 @@ class TensorBoardCallback(keras.callbacks.Callback):
         with self.writer.as_default(step=step):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
+            if self.state.nearest_distances is not None:
+                tf.summary.histogram("clustering/nearest_jaccard_distance",
+                                     self.state.nearest_distances, buckets=50)
             if self.sample_images is not None:
                 tf.summary.image("inputs_and_masks", self.mask_panel(), max_outputs=8)
         self.writer.flush()
@@ -275,7 +289,7 @@ class TensorBoardCallback(keras.callbacks.Callback):
         """[n, H, 3W, 3] uint8: each input beside its two masked views (dropped cells dark)."""
         model = self.model
         pixels = tf.convert_to_tensor(self.sample_images)
-        fmap = model.student.feature_map(pixels, training=False)
+        fmap = model.masking_map(pixels, training=False)
         rate = tf.maximum(model.drop_rate(), model.cfg.drop_rate)
         index = tf.range(tf.shape(pixels)[0], dtype=tf.int64)
         panels = [pixels]

@@ -1,0 +1,143 @@
+"""What DBSCAN's eps does to a feature set: ``python -m maskpre_tf.clustering.probe``.
+
+    python -m maskpre_tf.clustering.probe --run=RUN_DIR            # the run's training set
+    python -m maskpre_tf.clustering.probe --features=FEATURES.npz  # features [, pids, camids]
+
+For each eps of ``--eps`` it prints the clusters, outliers and largest cluster DBSCAN finds on
+the k-reciprocal Jaccard distances, the eps ``--eps=auto`` would choose (see
+:mod:`maskpre_tf.clustering.auto_eps`), and — when the training images carry identity labels
+(diagnostics only; training never reads them) — ARI and pairwise precision/recall against them.
+With ``--run`` the run's teacher embeds its training set with the run's own settings; a
+``.npz`` needs an array ``features`` [N, D] and may hold ``pids`` [N] and ``camids`` [N].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from absl import app, flags
+
+from maskpre_tf.errors import UserError, quiet_library_logs, run_main
+
+DEFAULT_EPS = "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7"
+
+
+def eps_table(
+    features: np.ndarray,
+    eps_values: list[float],
+    k1: int = 30,
+    k2: int = 6,
+    min_samples: int = 4,
+    camids: np.ndarray | None = None,
+    pids: np.ndarray | None = None,
+) -> tuple[list[dict], float]:
+    """Clustering statistics at every eps, and the automatic eps, from one Jaccard graph.
+
+    Args:
+      features: [N, D] features. eps_values: candidate eps in (0, 1).
+      camids: camera ids [N]: features are camera-centred first (``--camera_aware``).
+      pids: ground-truth ids [N] for ARI and pairwise precision/recall (diagnostics).
+
+    Returns:
+      (one dict per eps with "eps" and :func:`cluster_statistics`' keys, the automatic eps).
+    """
+    from maskpre_tf.clustering.auto_eps import choose_eps
+    from maskpre_tf.clustering.cluster import cluster_statistics, dbscan_labels, jaccard_graph
+
+    dist = jaccard_graph(features, max(eps_values), k1, k2, camids=camids)
+    rows = [{"eps": eps, **cluster_statistics(dbscan_labels(dist, eps, min_samples), pids)}
+            for eps in sorted(eps_values)]
+    return rows, choose_eps(dist, min_samples)
+
+
+def format_table(rows: list[dict], auto: float) -> str:
+    """The probe's table as text."""
+    scored = "ari" in rows[0]
+    head = f"{'eps':>5} {'clusters':>9} {'outliers':>9} {'largest':>8}"
+    head += f" {'ARI':>6} {'pair P':>7} {'pair R':>7}" if scored else ""
+    lines = [head]
+    for r in rows:
+        line = f"{r['eps']:5.2f} {r['num_clusters']:9d} {r['num_outliers']:9d} {r['largest']:8d}"
+        if scored:
+            line += (f" {r['ari']:6.3f} {r['pairwise_precision']:7.3f} "
+                     f"{r['pairwise_recall']:7.3f}")
+        lines.append(line)
+    lines.append(f"--eps=auto chooses {auto:.3f}")
+    return "\n".join(lines)
+
+
+def run_features(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
+    """(features, pids, camids, cfg) of a training run's training set, embedded by its teacher."""
+    import tensorflow as tf
+
+    from maskpre_tf import runs
+    from maskpre_tf.data import datasets
+    from maskpre_tf.evaluation.extract import extract_features
+
+    teacher, cfg = runs.load_teacher(run_dir, prefer_checkpoint=True)
+    data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)
+    embed = tf.function(lambda x: teacher(x, training=False), reduce_retracing=True)
+    features = extract_features(embed, [r.path for r in data.train], cfg.data.height,
+                                cfg.data.width)
+    return (features, np.array([r.pid for r in data.train]),
+            np.array([r.camid for r in data.train]), cfg)
+
+
+def define_flags() -> None:
+    """This program's flags (defined only when it runs)."""
+    flags.DEFINE_string("run", "", "a training run's --output_dir (its teacher, its data)")
+    flags.DEFINE_string("features", "", ".npz with features [N, D], optional pids, camids")
+    flags.DEFINE_string("eps", DEFAULT_EPS, "comma-separated eps values to try")
+    flags.DEFINE_integer("k1", None, "k-reciprocal size (default: the run's, else 30)")
+    flags.DEFINE_integer("k2", None, "query expansion size (default: the run's, else 6)")
+    flags.DEFINE_integer("min_samples", None, "DBSCAN min_samples (default: the run's, else 4)")
+    flags.DEFINE_bool("camera_aware", None, "camera-centre the features first (default: the "
+                      "run's setting)")
+    flags.DEFINE_bool("debug", False, "show the traceback of user errors")
+
+
+def main(argv: list[str]) -> None:
+    """Program entry: print the eps table."""
+    del argv
+    values = flags.FLAGS
+    quiet_library_logs()
+    if bool(values.run) == bool(values.features):
+        raise UserError("give exactly one of --run=RUN_DIR or --features=FILE.npz")
+    try:
+        eps_values = [float(e) for e in values.eps.split(",")]
+    except ValueError as err:
+        raise UserError(f"--eps={values.eps}: expected comma-separated numbers") from err
+    if any(not 0 < e < 1 for e in eps_values):
+        raise UserError(f"--eps={values.eps}: every eps must lie in (0, 1)")
+    settings = {"k1": 30, "k2": 6, "min_samples": 4, "camera_aware": False}
+    if values.run:
+        features, pids, camids, cfg = run_features(values.run)
+        c = cfg.clustering
+        settings = {"k1": c.k1, "k2": c.k2, "min_samples": c.min_samples,
+                    "camera_aware": c.camera_aware}
+    else:
+        try:
+            archive = np.load(values.features)
+            features = archive["features"]
+        except (OSError, ValueError, KeyError) as err:
+            raise UserError(f"--features={values.features}: not an .npz holding an array "
+                            f"'features' ({err})") from err
+        pids = archive["pids"] if "pids" in archive else None
+        camids = archive["camids"] if "camids" in archive else None
+    for name in settings:
+        if values[name].value is not None:
+            settings[name] = values[name].value
+    if settings["camera_aware"] and camids is None:
+        raise UserError("--camera_aware needs camera ids: an 'camids' array in --features")
+    if pids is not None and (pids < 0).all():
+        pids = None
+    rows, auto = eps_table(features, eps_values, settings["k1"], settings["k2"],
+                           settings["min_samples"],
+                           camids if settings["camera_aware"] else None, pids)
+    print(f"{features.shape[0]} samples, k1 {settings['k1']}, k2 {settings['k2']}, "
+          f"min_samples {settings['min_samples']}, camera-aware {settings['camera_aware']}")
+    print(format_table(rows, auto))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))
