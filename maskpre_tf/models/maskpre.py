@@ -29,12 +29,13 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf import losses
-from maskpre_tf.config import MaskPreConfig, ModelConfig, OptimConfig, TrainConfig
+from maskpre_tf.config import MaskPreConfig, ModelConfig, TrainConfig
 from maskpre_tf.models.backbones import INNER_STAGE, split_backbone
 from maskpre_tf.models.heads import MaskPredictionHead
 from maskpre_tf.models.layers import BN_MOMENTUM, DropBlock, GeMPooling, linear_drop_rate
 from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
 from maskpre_tf.models.normalization import check_input_norm, normalize_pixels
+from maskpre_tf.models.optimizer import apply_gradients_with_l2, make_optimizer
 
 
 class ReidEncoder(keras.Model):
@@ -260,16 +261,7 @@ class MaskPre(keras.Model):
             loss = out["loss"]
             scaled = self.optimizer.scale_loss(loss)
         grads = tape.gradient(scaled, variables)
-        # L2 on the gradients, as torch.optim.Adam(weight_decay=...) in the reference recipes.
-        # Replica gradients are summed, so each replica adds its share. Heads switched off by
-        # a zero loss weight get no gradient and are left alone.
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        decay = self.weight_decay / replicas
-        self.optimizer.apply_gradients(
-            (g + decay * tf.cast(v, g.dtype), v)
-            for g, v in zip(grads, variables, strict=True)
-            if g is not None
-        )
+        apply_gradients_with_l2(self.optimizer, grads, variables, self.weight_decay)
         out["label"] = batch["label"]
         out["index"] = batch["index"]
         return out
@@ -366,22 +358,6 @@ def build_encoder(
     encoder = ReidEncoder(backbone, input_norm=model.input_norm, sync_bn=sync_bn, name=name)
     encoder(tf.zeros((1, *image_shape)))
     return encoder
-
-
-def make_optimizer(optim: OptimConfig, epochs: int | None = None) -> keras.optimizers.Optimizer:
-    """Adam with the step schedule; loss scaling for float16.
-
-    The learning rate drops x0.1 after ``optim.lr_step`` epochs (for a phase of another length,
-    ``epochs``, after the same fraction of it).
-    """
-    step_epoch = optim.lr_step if epochs is None else round(optim.lr_step * epochs / optim.epochs)
-    schedule = keras.optimizers.schedules.PiecewiseConstantDecay(
-        [step_epoch * optim.iters], [optim.lr, optim.lr * 0.1]
-    )
-    optimizer = keras.optimizers.Adam(learning_rate=schedule)
-    if optim.precision == "mixed_float16":
-        optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
-    return optimizer
 
 
 def build_maskpre(

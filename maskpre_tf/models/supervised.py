@@ -14,6 +14,7 @@ import tensorflow as tf
 
 from maskpre_tf import losses
 from maskpre_tf.models.maskpre import ReidEncoder
+from maskpre_tf.models.optimizer import apply_gradients_with_l2
 
 
 class SupervisedReid(keras.Model):
@@ -77,13 +78,7 @@ class SupervisedReid(keras.Model):
             out["loss"] = out["ce_loss"] + out["triplet_loss"]
             scaled = self.optimizer.scale_loss(out["loss"])
         grads = tape.gradient(scaled, variables)
-        replicas = tf.distribute.get_replica_context().num_replicas_in_sync
-        decay = self.weight_decay / replicas
-        self.optimizer.apply_gradients(
-            (g + decay * tf.cast(v, g.dtype), v)
-            for g, v in zip(grads, variables, strict=True)
-            if g is not None
-        )
+        apply_gradients_with_l2(self.optimizer, grads, variables, self.weight_decay)
         out["features"] = tf.math.l2_normalize(tf.stop_gradient(neck), axis=-1)
         out["label"] = labels
         out["index"] = batch["index"]

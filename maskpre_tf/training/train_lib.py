@@ -26,7 +26,8 @@ from maskpre_tf.data.pipeline import make_eval_dataset, make_train_dataset
 from maskpre_tf.data.sampler import PKSampler
 from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation.extract import evaluate_model
-from maskpre_tf.models.maskpre import build_maskpre, make_optimizer
+from maskpre_tf.models.maskpre import build_maskpre
+from maskpre_tf.models.optimizer import make_optimizer
 from maskpre_tf.models.supervised import SupervisedReid
 from maskpre_tf.training import callbacks as cb
 from maskpre_tf.training.loop import Trainer, make_strategy, worker_info
