@@ -193,6 +193,8 @@ class RunConfig:
     )
     keep_best: bool = _field(False, "keep the best epoch by mAP on --val_dir (never the test set)")
     val_dir: str = _field("", "labelled validation split (Market layout) for --keep_best")
+    steps_per_loop: int = _field(1, "training steps per tf.function call (fewer host round "
+                                 "trips; progress, losses and the NaN check per loop)")
     strategy: str = _field(
         "mirrored", "mirrored (all local devices), multi_worker (TF_CONFIG) or default"
     )
@@ -308,6 +310,8 @@ class TrainConfig:
             raise UserError("--source_dataset needs --source_dir (the labelled source root)")
         if d.height % 8 or d.width % 8:
             raise UserError(f"--height/--width {d.height}x{d.width} must be multiples of 8")
+        if r.steps_per_loop < 1:
+            raise UserError(f"--steps_per_loop={r.steps_per_loop}: expected >= 1")
         if o.epochs < 1 or o.iters < 1:
             raise UserError(f"--epochs={o.epochs} --iters={o.iters}: both must be >= 1")
 

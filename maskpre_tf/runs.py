@@ -45,6 +45,16 @@ def atomic_write_json(path: str, record: object) -> None:
     os.replace(tmp, path)
 
 
+def read_json(path: str) -> dict:
+    """The JSON object at ``path``, or {} when the file is missing or unreadable."""
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
 def atomic_save_weights(model: keras.Model, path: str) -> None:
     """``model.save_weights(path)`` through a temporary ``*.weights.h5`` file."""
     tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"

@@ -18,11 +18,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from maskpre_tf import runs
 from maskpre_tf.clustering.auto_eps import nearest_distances
 from maskpre_tf.clustering.cluster import cluster_statistics, pseudo_labels
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.data.datasets import Record
 from maskpre_tf.data.sampler import PKSampler
+from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation.extract import evaluate_model, extract_features
 from maskpre_tf.training.loop import sum_over_workers, worker_info
 
@@ -40,9 +42,9 @@ class RunState:
     epoch: tf.Variable
     cluster_stats: dict = field(default_factory=dict)
     eval_results: dict = field(default_factory=dict)
+    best_map: tf.Variable | None = None  # float64 variable, best validation mAP (checkpointed)
     timings: dict = field(default_factory=dict)
     nearest_distances: np.ndarray | None = None  # each image's Jaccard distance to its nearest
-    best_map: float = -1.0
 
 
 def outliers_as_instances(labels: np.ndarray) -> np.ndarray:
@@ -57,12 +59,18 @@ def outliers_as_instances(labels: np.ndarray) -> np.ndarray:
     return out
 
 
+class TooFewClustersError(UserError):
+    """Clustering found too few clusters for one P x K batch; the run cannot proceed."""
+
+
 class ClusteringCallback(keras.callbacks.Callback):
     """At each epoch's start: teacher features → pseudo labels → prototypes and sampler.
 
     Ground-truth training ids (when the dataset has them) are used only for NMI/ARI
-    diagnostics. An epoch whose clustering yields fewer clusters than the batch needs is skipped
-    (logged), not a crash.
+    diagnostics. A clustering with fewer clusters than a batch needs stops the run with
+    :class:`TooFewClustersError` (a user error naming eps, clusters, outliers and what to try):
+    without training the next clustering would see the same features, so skipping epochs would
+    only end in a run that trained nothing.
     """
 
     def __init__(
@@ -129,14 +137,16 @@ class ClusteringCallback(keras.callbacks.Callback):
         self.state.pseudo_labels.assign(labels.astype(np.int64))
         needed = self.cfg.optim.num_ids_per_batch
         if int(labels.max(initial=-1)) + 1 < needed:
-            self.log(
-                f"epoch {epoch + 1}: clustering found {stats['num_clusters']} clusters, "
-                f"fewer than the {needed} identities a batch needs; epoch skipped "
-                "(a smaller --eps splits merged clusters, a larger one admits outliers; "
-                "--outliers=instances or a smaller --batch_size also help)"
+            raise TooFewClustersError(
+                f"epoch {epoch + 1}: clustering at eps {eps:.3f} found "
+                f"{stats['num_clusters']} clusters and {stats['num_outliers']} outliers among "
+                f"{len(labels)} images, fewer clusters than the {needed} identities a batch "
+                "needs; nothing was trained on them and the next epoch would cluster the same "
+                "features, so the run stops (the last checkpoint is kept). Try --eps=auto, a "
+                "larger --eps (more images join clusters) or a smaller one (merged clusters "
+                "split), --outliers=instances, or fewer identities per batch (--batch_size / "
+                "--num_instances)"
             )
-            self.model.skip_epoch = True
-            return
         with self.model.distribute_strategy.scope():
             self.model.reset_memories(features, labels, self.camids)
         self.sampler.set_labels(labels)
@@ -203,9 +213,9 @@ class EvaluationCallback(keras.callbacks.Callback):
         if self.val is not None:
             val = evaluate_model(self.embed, *self.val, height, width)
             self.state.eval_results = {**self.state.eval_results, "val_mAP": val["mAP"]}
-            if val["mAP"] > self.state.best_map:
-                self.state.best_map = val["mAP"]
-                self.model.teacher.save_weights(self.best_path)
+            if val["mAP"] > float(self.state.best_map):
+                self.state.best_map.assign(val["mAP"])
+                runs.atomic_save_weights(self.model.teacher, self.best_path)
                 self.log(f"epoch {epoch + 1}: best validation mAP so far {val['mAP']:.1%}")
         self.state.timings["eval_seconds"] = time.perf_counter() - start
 
@@ -348,7 +358,7 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})
-        if self.first_step is not None and "skipped" not in logs:
+        if self.first_step is not None:
             steps_seconds = self.last_step - self.first_step
             logs["steps_seconds"] = steps_seconds
             logs["images_per_second"] = self.batch_size * self.steps / max(steps_seconds, 1e-9)

@@ -105,8 +105,9 @@ class Trainer:
       strategy: the distribution strategy the model was built under.
       dataset: a ``tf.data.Dataset`` of global batches, re-iterated once per epoch.
       steps_per_epoch: steps per epoch.
-      callbacks: Keras callbacks; a callback may set ``model.skip_epoch = True`` in
-        ``on_epoch_begin`` to skip that epoch's steps (e.g. clustering found no cluster).
+      callbacks: Keras callbacks, called in list order at each hook (see the module docstring).
+      steps_per_loop: steps per ``tf.function`` call (fewer host round trips; losses and NaN
+        checks per loop).
     """
 
     def __init__(
@@ -116,6 +117,7 @@ class Trainer:
         dataset: tf.data.Dataset,
         steps_per_epoch: int,
         callbacks: Iterable[keras.callbacks.Callback],
+        steps_per_loop: int = 1,
     ):
         self.model = model
         self.strategy = strategy
@@ -130,7 +132,9 @@ class Trainer:
             tf.data.experimental.AutoShardPolicy.DATA
         )
         self.dist_dataset = strategy.experimental_distribute_dataset(dataset.with_options(options))
+        self.steps_per_loop = max(1, int(steps_per_loop))
         self._step_fn = tf.function(self._step)
+        self._loop_fn = tf.function(self._loop)
 
     def _step(self, iterator) -> dict[str, tf.Tensor]:
         """One global step: replica steps, reductions, cross-replica updates."""
@@ -148,33 +152,44 @@ class Trainer:
         self.model.finish_step(features, labels, scalars, index)
         return scalars
 
+    def _loop(self, iterator, steps: int) -> dict[str, tf.Tensor]:
+        """``steps`` global steps in one call (one host round trip); their mean scalars."""
+        total = self._step(iterator)
+        for _ in tf.range(steps - 1):
+            total = {k: v + out for (k, v), out in
+                     zip(total.items(), self._step(iterator).values(), strict=True)}
+        return {k: v / steps for k, v in total.items()}
+
     def fit(self, initial_epoch: int, epochs: int) -> dict[str, float]:
-        """Train epochs ``initial_epoch .. epochs - 1``; returns the last epoch's logs."""
+        """Train epochs ``initial_epoch .. epochs - 1``; returns the last epoch's logs.
+
+        Steps run ``steps_per_loop`` at a time inside one ``tf.function`` call; the batch hooks
+        see one call per loop (``on_train_batch_end(last step, mean losses of the loop)``) and
+        a NaN/inf loss stops the run at the loop where it appears.
+        """
         model = self.model
         model.stop_training = False
         logs: dict[str, float] = {}
         self.callbacks.on_train_begin()
         for epoch in range(initial_epoch, epochs):
-            model.skip_epoch = False
             self.callbacks.on_epoch_begin(epoch)
-            if model.skip_epoch:
-                logs = {"skipped": 1.0}
-                self.callbacks.on_epoch_end(epoch, logs)
-                continue
             for metric in model.metrics:
                 metric.reset_state()
             iterator = iter(self.dist_dataset)
-            for step in range(self.steps_per_epoch):
-                self.callbacks.on_train_batch_begin(step)
-                scalars = self._step_fn(iterator)
+            done = 0
+            while done < self.steps_per_epoch:
+                steps = min(self.steps_per_loop, self.steps_per_epoch - done)
+                self.callbacks.on_train_batch_begin(done)
+                scalars = self._loop_fn(iterator, steps)
+                done += steps
                 step_logs = {k: float(v) for k, v in scalars.items()}
                 if not math.isfinite(step_logs["loss"]):
                     raise NonFiniteLossError(
-                        f"the loss became {step_logs['loss']} at epoch {epoch + 1}, step "
-                        f"{step + 1}; the run stopped and the last good checkpoint is kept. "
-                        "Lower --lr, use --precision=float32, or check the input images"
+                        f"the loss became {step_logs['loss']} at epoch {epoch + 1}, within steps "
+                        f"{done - steps + 1}-{done}; the run stopped and the last good checkpoint "
+                        "is kept. Lower --lr, use --precision=float32, or check the input images"
                     )
-                self.callbacks.on_train_batch_end(step, step_logs)
+                self.callbacks.on_train_batch_end(done - 1, step_logs)
             logs = {m.name: float(m.result()) for m in model.metrics}
             self.callbacks.on_epoch_end(epoch, logs)
             if model.stop_training:

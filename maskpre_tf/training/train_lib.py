@@ -187,6 +187,7 @@ def train(cfg: TrainConfig) -> dict:
     state = cb.RunState(
         pseudo_labels=tf.Variable(np.full(len(data.train), -1, np.int64), trainable=False),
         epoch=tf.Variable(0, dtype=tf.int64, trainable=False),
+        best_map=tf.Variable(-1.0, dtype=tf.float64, trainable=False),
     )
     input_norm = tf.Variable(cfg.model.input_norm, trainable=False)
     checkpoint = tf.train.Checkpoint(
@@ -194,6 +195,7 @@ def train(cfg: TrainConfig) -> dict:
         optimizer=model.optimizer,
         pseudo_labels=state.pseudo_labels,
         epoch=state.epoch,
+        best_map=state.best_map,
         input_norm=input_norm,
     )
     # Every worker saves (saving may run collectives) but only the chief's copy is the run's;
@@ -202,11 +204,17 @@ def train(cfg: TrainConfig) -> dict:
         checkpoint, os.path.join(own_dir, runs.CHECKPOINTS), max_to_keep=3
     )
     initial_epoch = restore_or_start(checkpoint, out_dir, input_norm, state)
+    summary_path = os.path.join(out_dir, runs.SUMMARY)
+    earlier = runs.read_json(summary_path) if initial_epoch else {}
+    if initial_epoch >= optim.epochs and earlier.get("after") is not None:
+        log(f"{out_dir}: all {optim.epochs} epochs are done (summary.json); nothing to train. "
+            "Raise --epochs to train on, or pass a new --output_dir")
+        return earlier
     embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
     embed_student = tf.function(lambda x: model.student(x, training=False), reduce_retracing=True)
     embed_for_clusters = embed_student if cfg.clustering.cluster_network == "student" else embed
     height, width = data_cfg.height, data_cfg.width
-    before = {}
+    before = earlier.get("before", {})
     evaluate_here = bool(data.query) and is_chief
     if initial_epoch == 0 and cfg.source.source_dataset:
         if evaluate_here:
@@ -241,6 +249,11 @@ def train(cfg: TrainConfig) -> dict:
     if initial_epoch == 0 and evaluate_here:
         before.update(evaluate_model(embed, data.query, data.gallery, height, width))
         log(f"before MaskPre: mAP {before['mAP']:.1%}, Rank-1 {before['rank1']:.1%}")
+    prior_seconds = earlier.get("seconds", 0.0)
+    if is_chief:  # what is known so far survives a kill: the figures before training
+        runs.atomic_write_json(summary_path, {"before": before, "after": None,
+                                              "seconds": prior_seconds + time.perf_counter()
+                                              - start, "config_digest": cfg.digest()})
     val = None
     if run_cfg.keep_best:
         val_data = datasets.load_dataset("auto", run_cfg.val_dir)
@@ -273,7 +286,7 @@ def train(cfg: TrainConfig) -> dict:
         callbacks.append(
             cb.TensorBoardCallback(state, os.path.join(out_dir, runs.LOGS), sample_images=sample)
         )
-    trainer = Trainer(model, strategy, dataset, optim.iters, callbacks)
+    trainer = Trainer(model, strategy, dataset, optim.iters, callbacks, run_cfg.steps_per_loop)
     trainer.fit(initial_epoch, optim.epochs)
 
     final_path = os.path.join(out_dir, runs.TEACHER_WEIGHTS)
@@ -293,7 +306,7 @@ def train(cfg: TrainConfig) -> dict:
         "before": before,
         "after": after,
         "epochs": optim.epochs,
-        "seconds": time.perf_counter() - start,
+        "seconds": prior_seconds + time.perf_counter() - start,
         "teacher_weights": final_path,
         "config_digest": cfg.digest(),
     }
@@ -304,5 +317,5 @@ def train(cfg: TrainConfig) -> dict:
         )
     if is_chief:
         log(f"done in {summary['seconds']:.0f} s; teacher weights in {final_path}")
-        runs.atomic_write_json(os.path.join(out_dir, runs.SUMMARY), summary)
+        runs.atomic_write_json(summary_path, summary)
     return summary
