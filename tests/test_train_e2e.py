@@ -158,3 +158,29 @@ def test_keep_best_selects_on_the_validation_split(synth_market, tmp_path):
     with open(os.path.join(out, "summary_epochs.json")) as f:
         epochs = json.load(f)["epochs"]
     assert all("val_mAP" in e for e in epochs)
+
+
+def test_too_few_clusters_stops_with_exit_2_and_trains_nothing(synth_market, tmp_path):
+    # 61 training images cannot give 4 clusters of 20 (outliers dropped): never enough.
+    out = str(tmp_path / "run")
+    proc = run_train(tiny_flags(synth_market, out, eps=0.3, min_samples=20, outliers="drop"))
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert "clustering at eps 0.300 found" in lines[0] and "outliers among 61 images" in lines[0]
+    assert "--eps=auto" in lines[0] and "--outliers=instances" in lines[0]
+    assert "done in" not in proc.stdout
+    assert not os.path.exists(os.path.join(out, "teacher.weights.h5"))
+    assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")) is None
+
+
+def test_a_finished_run_is_not_trained_again_and_keeps_its_summary(reference_run,
+                                                                     synth_market):
+    out, _ = reference_run
+    with open(os.path.join(out, "summary.json")) as f:
+        before = json.load(f)
+    proc = run_train(tiny_flags(synth_market, out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "all 3 epochs are done" in proc.stdout and "epoch 1:" not in proc.stdout
+    with open(os.path.join(out, "summary.json")) as f:
+        assert json.load(f) == before
