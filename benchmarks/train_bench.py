@@ -44,7 +44,7 @@ def plain_step_fn(model):
         with tf.GradientTape() as tape:
             emb = model.student(batch["image"], training=True)
             per_example = losses.cluster_contrast_loss(
-                emb, batch["label"], model.prototypes, model.num_clusters, cfg.temperature
+                model.memory.logits(emb, cfg.temperature), batch["label"]
             )
             loss = tf.nn.compute_average_loss(
                 per_example, global_batch_size=model.global_batch_size
@@ -70,9 +70,9 @@ def bench_precision(cfg: TrainConfig, steps: int, rounds: int) -> tuple[float, f
     keras.mixed_precision.set_global_policy(cfg.optim.precision)
     optim, data = cfg.optim, cfg.data
     num_train = 4 * optim.batch_size
-    model = build_maskpre(cfg, num_train, num_replicas=1, total_steps=0)
+    model = build_maskpre(cfg, num_train, num_replicas=1, ramp_steps=0)
     rng = np.random.default_rng(0)
-    model.reset_prototypes(rng.normal(size=(num_train // 4, model.student.channels)))
+    model.memory.reset(rng.normal(size=(num_train // 4, model.student.channels)))
     batch = {
         "image": tf.constant(
             rng.uniform(0, 255, (optim.batch_size, data.height, data.width, 3)), tf.float32

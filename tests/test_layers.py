@@ -1,4 +1,7 @@
-"""Tests for maskpre_tf.models.layers (DropBlock, GeM) and maskpre_tf.models.heads."""
+"""Tests for maskpre_tf.models.layers (DropBlock, GeM) and maskpre_tf.models.heads.
+
+The cluster memory and its updates are tested in test_memory.py.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +19,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from maskpre_tf.models.heads import (  # noqa: E402
-    MaskPredictionHead,
-    default_hidden_channels,
-    update_prototypes,
-)
+from maskpre_tf.models.heads import MaskPredictionHead, default_hidden_channels  # noqa: E402
 from maskpre_tf.models.layers import (  # noqa: E402
     DropBlock,
     GeMPooling,
@@ -399,29 +398,3 @@ def test_mask_prediction_head_is_trainable_towards_a_target():
         optimizer.apply_gradients(zip(grads, head.trainable_weights, strict=True))
         errors.append(float(loss))
     assert errors[-1] < 0.8 * errors[0]
-
-
-def test_update_prototypes_hand_case():
-    prototypes = tf.constant([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    features = tf.constant([[0.0, 2.0], [0.0, 0.5], [3.0, 0.0], [7.0, 7.0]])
-    labels = tf.constant([0, 0, 1, -1])
-    out = update_prototypes(prototypes, features, labels, momentum=0.1).numpy()
-    # cluster 0: mean of normalised features = (0, 1); 0.1*(1, 0) + 0.9*(0, 1) = (0.1, 0.9)
-    # cluster 1: (1, 0);                         0.1*(0, 1) + 0.9*(1, 0) = (0.9, 0.1)
-    norm = np.sqrt(0.1**2 + 0.9**2)
-    np.testing.assert_allclose(out[0], [0.1 / norm, 0.9 / norm], rtol=1e-6)
-    np.testing.assert_allclose(out[1], [0.9 / norm, 0.1 / norm], rtol=1e-6)
-    np.testing.assert_array_equal(out[2], [1.0, 0.0])  # absent cluster untouched
-
-
-def test_update_prototypes_averages_before_mixing_and_runs_in_graph():
-    prototypes = tf.constant([[0.0, 1.0], [1.0, 0.0]])
-    features = tf.constant([[2.0, 0.0], [0.0, 5.0], [1.0, 0.0]])
-    labels = tf.constant([1, 1, 7], tf.int64)  # 7 is out of range: ignored
-    graph_update = tf.function(lambda p, f, y: update_prototypes(p, f, y, momentum=0.5))
-    out = graph_update(prototypes, features, labels).numpy()
-    # cluster 1: mean((1, 0), (0, 1)) = (0.5, 0.5); 0.5*(1, 0) + 0.5*(0.5, 0.5) = (0.75, 0.25)
-    norm = np.sqrt(0.75**2 + 0.25**2)
-    np.testing.assert_allclose(out[1], [0.75 / norm, 0.25 / norm], rtol=1e-6)
-    np.testing.assert_array_equal(out[0], [0.0, 1.0])
-    np.testing.assert_allclose(np.linalg.norm(out, axis=1), 1.0, rtol=1e-6)

@@ -18,57 +18,55 @@ from maskpre_tf.losses import (  # noqa: E402
     cross_view_consistency_loss,
     mask_prediction_loss,
     pairwise_euclidean_distance,
-    prototype_logits,
 )
 
-TWO_PROTOTYPES = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+# Cosine logits of normalize((3, 4)) = (0.6, 0.8) against the prototypes (1, 0) and (0, 1), over
+# a temperature of 0.5 (the logits the cluster memory hands to the loss).
+LOGITS = tf.constant([[1.2, 1.6], [1.2, 1.6]])
 
 
 # ----------------------------------------------------------------------------- cluster contrast
 
 
-def test_prototype_logits_are_cosines_over_temperature():
-    features = tf.constant([[3.0, 4.0], [0.0, -2.0]])
-    logits = prototype_logits(features, TWO_PROTOTYPES, num_active=2, temperature=0.5).numpy()
-    # normalize((3, 4)) = (0.6, 0.8); normalize((0, -2)) = (0, -1)
-    np.testing.assert_allclose(logits, [[1.2, 1.6], [0.0, -2.0]], rtol=1e-6)
-
-
 def test_cluster_contrast_loss_hand_values():
-    features = tf.constant([[3.0, 4.0], [3.0, 4.0]])
-    loss = cluster_contrast_loss(
-        features, tf.constant([0, 1]), TWO_PROTOTYPES, num_active=2, temperature=0.5
-    ).numpy()
-    # logits (1.2, 1.6): -log softmax = log(1 + e^(other - own))
+    loss = cluster_contrast_loss(LOGITS, tf.constant([0, 1])).numpy()
+    # -log softmax = log(1 + e^(other - own))
     np.testing.assert_allclose(loss, [math.log1p(math.exp(0.4)), math.log1p(math.exp(-0.4))])
 
 
-def test_cluster_contrast_ignores_inactive_slots_and_outliers():
-    features = tf.constant([[3.0, 4.0], [1.0, 1.0], [1.0, 0.0]])
-    labels = tf.constant([0, 1, -1])
-    # a third slot that would dominate the softmax if it were active
-    prototypes = tf.constant([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
-    masked = cluster_contrast_loss(features, labels, prototypes, num_active=2, temperature=0.5)
-    reference = cluster_contrast_loss(
-        features, labels, TWO_PROTOTYPES, num_active=tf.constant(2), temperature=0.5
-    )
-    np.testing.assert_allclose(masked.numpy(), reference.numpy(), rtol=1e-6)
-    assert masked.numpy()[2] == 0.0  # outlier label -1 contributes nothing
-    active = cluster_contrast_loss(features, labels, prototypes, num_active=3, temperature=0.5)
-    assert active.numpy()[0] > masked.numpy()[0]
-    # a label pointing at an inactive slot is treated as an outlier too
-    beyond = cluster_contrast_loss(features, tf.constant([2, 2, 2]), prototypes, 2, 0.5)
-    np.testing.assert_array_equal(beyond.numpy(), [0.0, 0.0, 0.0])
+def test_cluster_contrast_softmax_runs_over_every_given_logit():
+    # The logits are those of the live clusters only: a third column is a third live cluster.
+    three = tf.constant([[1.2, 1.6, 2.0]])
+    loss = cluster_contrast_loss(three, tf.constant([0])).numpy()
+    expected = -1.2 + math.log(math.exp(1.2) + math.exp(1.6) + math.exp(2.0))
+    np.testing.assert_allclose(loss, [expected], rtol=1e-6)
+
+
+def test_cluster_contrast_outliers_contribute_nothing():
+    logits = tf.constant([[1.2, 1.6], [0.0, -2.0], [2.0, 1.0], [0.5, 0.5]])
+    labels = tf.constant([0, -1, 2, 1])  # -1: DBSCAN outlier; 2 >= K = 2: no such cluster
+    loss = cluster_contrast_loss(logits, labels).numpy()
+    np.testing.assert_array_equal(loss[1:3], [0.0, 0.0])
+    np.testing.assert_allclose(loss[[0, 3]], [math.log1p(math.exp(0.4)), math.log(2.0)], rtol=1e-6)
+    beyond = cluster_contrast_loss(LOGITS, tf.constant([2, 5], tf.int64))
+    np.testing.assert_array_equal(beyond.numpy(), [0.0, 0.0])
 
 
 def test_cluster_contrast_is_float32_for_bfloat16_inputs_and_has_gradients():
-    features = tf.Variable(tf.constant([[3.0, 4.0], [1.0, -1.0]], tf.bfloat16))
+    logits = tf.Variable(tf.constant([[1.2, 1.6], [0.0, -2.0]], tf.bfloat16))
     with tf.GradientTape() as tape:
-        loss = cluster_contrast_loss(features, tf.constant([0, 1]), TWO_PROTOTYPES, 2, 0.05)
+        loss = cluster_contrast_loss(logits, tf.constant([0, 1]))
         total = tf.reduce_sum(loss)
     assert loss.dtype == tf.float32 and loss.shape == (2,)
-    grad = tape.gradient(total, features)
-    assert grad is not None and float(tf.reduce_sum(tf.abs(tf.cast(grad, tf.float32)))) > 0.0
+    grad = tf.cast(tape.gradient(total, logits), tf.float32).numpy()
+    # d/dz (-log softmax(z)[y]) = softmax(z) - onehot(y): each row sums to 0, own entry < 0
+    assert np.abs(grad).sum() > 0.0
+    np.testing.assert_allclose(grad.sum(axis=1), 0.0, atol=1e-2)
+    assert grad[0, 0] < 0.0 and grad[1, 1] < 0.0
+    with tf.GradientTape() as tape:
+        outlier_loss = tf.reduce_sum(cluster_contrast_loss(logits, tf.constant([-1, -1])))
+    outlier_grad = tf.cast(tape.gradient(outlier_loss, logits), tf.float32).numpy()
+    np.testing.assert_array_equal(outlier_grad, 0.0)
 
 
 # ----------------------------------------------------------------------------- mask prediction
@@ -114,30 +112,35 @@ def test_mask_prediction_loss_stops_gradient_at_target():
 # ----------------------------------------------------------------------------- consistency
 
 
-def test_cross_view_consistency_hand_value_and_masked_slot():
-    # teacher (0, log 3) -> (1/4, 3/4); student (0, 0) -> (1/2, 1/2); third slot inactive
-    teacher = tf.constant([[0.0, math.log(3.0), 50.0]])
-    student = tf.constant([[0.0, 0.0, -50.0]])
-    loss = cross_view_consistency_loss(student, teacher, num_active=2)
+def test_cross_view_consistency_hand_value():
+    # teacher (0, log 3) -> (1/4, 3/4); student (0, 0) -> (1/2, 1/2)
+    teacher = tf.constant([[0.0, math.log(3.0)]])
+    student = tf.constant([[0.0, 0.0]])
+    loss = cross_view_consistency_loss(student, teacher)
     expected = 0.25 * math.log(0.25 / 0.5) + 0.75 * math.log(0.75 / 0.5)
     np.testing.assert_allclose(loss.numpy(), [expected], rtol=1e-5)
-    with_slot = cross_view_consistency_loss(student, teacher, num_active=3)
-    assert float(with_slot[0]) > 10.0  # the 50 vs -50 slot would dominate if it were active
+    # every given logit is a live cluster: a third one enters both softmaxes
+    three = cross_view_consistency_loss(
+        tf.constant([[0.0, 0.0, 0.0]]), tf.constant([[0.0, math.log(3.0), 0.0]])
+    )
+    p_t, p_s = np.array([1.0, 3.0, 1.0]) / 5.0, np.full(3, 1.0 / 3.0)
+    np.testing.assert_allclose(three.numpy(), [np.sum(p_t * np.log(p_t / p_s))], rtol=1e-5)
 
 
 def test_cross_view_consistency_zero_when_equal_and_teacher_gets_no_gradient():
     logits = tf.random.stateless_normal([3, 5], seed=[9, 10])
-    np.testing.assert_allclose(
-        cross_view_consistency_loss(logits, logits, 4).numpy(), 0.0, atol=1e-6
-    )
+    np.testing.assert_allclose(cross_view_consistency_loss(logits, logits).numpy(), 0.0, atol=1e-6)
     student = tf.Variable(logits)
     teacher = tf.Variable(logits * 2.0)
+    loss_values = cross_view_consistency_loss(student, teacher).numpy()
+    assert np.all(loss_values > 0.0)
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(cross_view_consistency_loss(student, teacher, 4))
+        loss = tf.reduce_sum(cross_view_consistency_loss(student, teacher))
     grad_student, grad_teacher = tape.gradient(loss, [student, teacher])
     assert grad_teacher is None
-    assert np.abs(grad_student.numpy()[:, :4]).sum() > 0.0
-    np.testing.assert_array_equal(grad_student.numpy()[:, 4], 0.0)
+    # d/dz_s KL(p_t || softmax(z_s)) = softmax(z_s) - p_t
+    expected = tf.nn.softmax(logits) - tf.nn.softmax(logits * 2.0)
+    np.testing.assert_allclose(grad_student.numpy(), expected.numpy(), atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- source losses
@@ -187,8 +190,8 @@ def test_losses_return_float32_per_example(dtype):
     outputs = [
         batch_hard_triplet_loss(features, labels),
         cross_entropy_label_smoothing(features, labels),
-        cross_view_consistency_loss(features, features, 3),
-        cluster_contrast_loss(features, labels, tf.eye(3), 3),
+        cross_view_consistency_loss(features, features),
+        cluster_contrast_loss(features, labels),
     ]
     for out in outputs:
         assert out.dtype == tf.float32 and out.shape == (4,)
@@ -196,12 +199,20 @@ def test_losses_return_float32_per_example(dtype):
 
 
 def test_losses_run_in_graph_with_unknown_batch():
+    prototypes = tf.constant([[1.0, 0.0], [0.0, 1.0]])
+
+    def logits_of(features):
+        return (
+            tf.matmul(tf.math.l2_normalize(features, axis=-1), prototypes, transpose_b=True) / 0.5
+        )
+
     @tf.function(
         input_signature=[tf.TensorSpec([None, 2], tf.float32), tf.TensorSpec([None], tf.int32)]
     )
     def total(features, labels):
         return (
-            cluster_contrast_loss(features, labels, TWO_PROTOTYPES, 2, 0.5)
+            cluster_contrast_loss(logits_of(features), labels)
+            + cross_view_consistency_loss(logits_of(features), 2.0 * logits_of(features))
             + batch_hard_triplet_loss(features, labels)
             + cross_entropy_label_smoothing(features, labels)
         )
@@ -209,7 +220,8 @@ def test_losses_run_in_graph_with_unknown_batch():
     features = tf.constant([[3.0, 4.0], [3.0, 4.0], [0.0, 1.0]])
     labels = tf.constant([0, 1, 1])
     expected = (
-        cluster_contrast_loss(features, labels, TWO_PROTOTYPES, 2, 0.5)
+        cluster_contrast_loss(logits_of(features), labels)
+        + cross_view_consistency_loss(logits_of(features), 2.0 * logits_of(features))
         + batch_hard_triplet_loss(features, labels)
         + cross_entropy_label_smoothing(features, labels)
     )

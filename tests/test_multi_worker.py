@@ -27,13 +27,22 @@ def start_workers(data_dir: str, out: str, epochs: int, logs: list[str]) -> list
     cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
     procs = []
     for index in range(2):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1",
-                   TF_CONFIG=json.dumps({"cluster": cluster,
-                                         "task": {"type": "worker", "index": index}}))
+        env = dict(
+            os.environ,
+            TF_CPP_MIN_LOG_LEVEL="2",
+            PYTHONUNBUFFERED="1",
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
+        )
         flags = tiny_flags(data_dir, out, epochs=epochs, strategy="multi_worker")
-        procs.append(subprocess.Popen([sys.executable, "-m", "maskpre_tf.train", *flags],
-                                      cwd=ROOT, env=env, stdout=open(logs[index], "w"),
-                                      stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "maskpre_tf.train", *flags],
+                cwd=ROOT,
+                env=env,
+                stdout=open(logs[index], "w"),
+                stderr=subprocess.STDOUT,
+            )
+        )
     return procs
 
 
@@ -60,13 +69,16 @@ def test_two_workers_train_identically_and_resume_after_a_kill(synth_market, tmp
     assert "after training: mAP" in text[0] and "after training" not in text[1]
     chief = os.path.join(out, "checkpoints", "ckpt-2")
     other = os.path.join(out, "worker_1", "checkpoints", "ckpt-2")
-    np.testing.assert_array_equal(checkpoint_tensor(chief, "pseudo_labels"),
-                                  checkpoint_tensor(other, "pseudo_labels"))
+    np.testing.assert_array_equal(
+        checkpoint_tensor(chief, "pseudo_labels"), checkpoint_tensor(other, "pseudo_labels")
+    )
     chief_reader, other_reader = tf.train.load_checkpoint(chief), tf.train.load_checkpoint(other)
-    keys = [k for k in chief_reader.get_variable_to_shape_map()
-            if k.startswith(("model/student", "model/teacher", "model/prototypes"))
-            and "OPTIMIZER" not in k]
-    assert len(keys) > 20
+    keys = [
+        k
+        for k in chief_reader.get_variable_to_shape_map()
+        if k.startswith(("model/student", "model/teacher", "model/memory")) and "OPTIMIZER" not in k
+    ]
+    assert len(keys) > 20 and "model/memory/table/.ATTRIBUTES/VARIABLE_VALUE" in keys
     for key in keys:
         np.testing.assert_array_equal(chief_reader.get_tensor(key), other_reader.get_tensor(key))
 

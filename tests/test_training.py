@@ -1,5 +1,6 @@
-"""Tests of the MaskPre model's step: EMA teacher, prototypes, multi-replica equivalence."""
+"""Tests of the MaskPre model's step: EMA teacher, memories, multi-replica equivalence."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -31,7 +32,7 @@ HERE = os.path.dirname(__file__)
 
 @pytest.fixture(scope="module")
 def model():
-    return build_maskpre(CFG, num_train=16, num_replicas=1, total_steps=0)
+    return build_maskpre(CFG, num_train=16, num_replicas=1, ramp_steps=0)
 
 
 def _batch(seed=0):
@@ -72,27 +73,39 @@ def test_update_teacher_is_the_ema_of_every_weight(model):
     model.copy_student_to_teacher()
 
 
-def test_reset_prototypes_normalises_and_counts(model):
-    centroids = np.array([[3.0] + [0.0] * 255, [0.0, 4.0] + [0.0] * 254], np.float32)
-    model.reset_prototypes(centroids)
-    assert int(model.num_clusters) == 2
-    protos = model.prototypes.numpy()
-    np.testing.assert_allclose(protos[0, 0], 1.0, rtol=1e-6)
-    np.testing.assert_allclose(protos[1, 1], 1.0, rtol=1e-6)
-    assert not protos[2:].any()
+def test_reset_memories_normalises_and_counts(model):
+    features = np.zeros((5, 256), np.float32)
+    features[[0, 1], 0] = [3.0, 5.0]  # cluster 0: mean (4, 0, ...)
+    features[2, 1] = 4.0  # cluster 1
+    features[3, 2] = 1.0  # cluster 2
+    features[4] = 9.0  # an outlier, in no cluster
+    model.reset_memories(features, np.array([0, 0, 1, 2, -1]))
+    assert int(model.memory.num_active) == 3
+    protos = model.memory.table.numpy()
+    assert protos.shape == (16, 256)
+    for row, column in ((0, 0), (1, 1), (2, 2)):
+        expected = np.zeros(256, np.float32)
+        expected[column] = 1.0
+        np.testing.assert_allclose(protos[row], expected, rtol=1e-6, atol=1e-7)
+    assert not protos[3:].any()
+    assert model.camera_memory is None  # not asked for: no per-camera proxies
 
 
-def test_step_trains_student_moves_teacher_and_prototypes(model):
+def _fit(model, steps=2, seed=0):
+    dataset = tf.data.Dataset.from_tensors(_batch(seed)).repeat()
+    return Trainer(model, tf.distribute.get_strategy(), dataset, steps, []).fit(0, 1)
+
+
+def test_step_trains_student_moves_teacher_and_memory(model):
     model.copy_student_to_teacher()
     rng = np.random.default_rng(2)
-    model.reset_prototypes(rng.normal(size=(4, 256)).astype(np.float32))
+    model.reset_memories(rng.normal(size=(8, 256)).astype(np.float32), np.repeat(np.arange(4), 2))
     student0 = [w.numpy() for w in model.student.trainable_weights]
     teacher0 = [w.numpy() for w in model.teacher.weights]
-    protos0 = model.prototypes.numpy()
-    dataset = tf.data.Dataset.from_tensors(_batch()).repeat()
-    trainer = Trainer(model, tf.distribute.get_strategy(), dataset, 2, [])
-    logs = trainer.fit(0, 1)
+    protos0 = model.memory.table.numpy()
+    logs = _fit(model)
     assert np.isfinite(logs["loss"]) and logs["mask_loss"] > 0 and logs["cluster_loss"] > 0
+    assert logs["consistency_loss"] > 0
     assert any(
         np.abs(w.numpy() - w0).max() > 1e-5
         for w, w0 in zip(model.student.trainable_weights, student0, strict=True)
@@ -101,8 +114,63 @@ def test_step_trains_student_moves_teacher_and_prototypes(model):
         np.abs(w.numpy() - w0).max() > 1e-6
         for w, w0 in zip(model.teacher.weights, teacher0, strict=True)
     )
-    assert np.abs(model.prototypes.numpy()[:4] - protos0[:4]).max() > 1e-4
-    np.testing.assert_allclose(np.linalg.norm(model.prototypes.numpy()[:4], axis=1), 1.0, rtol=1e-5)
+    protos = model.memory.table.numpy()
+    assert np.abs(protos[:4] - protos0[:4]).max(axis=1).min() > 0  # every batch cluster moved
+    assert np.abs(protos[:4] - protos0[:4]).max() > 1e-4
+    np.testing.assert_allclose(np.linalg.norm(protos[:4], axis=1), 1.0, rtol=1e-5)
+    assert not protos[4:].any() and int(model.memory.num_active) == 4  # only live rows written
+
+
+def test_train_step_returns_features_labels_and_index(model):
+    batch = {k: tf.constant(v) for k, v in _batch(3).items()}
+    batch["index"] = tf.constant([5, 3, 1, 7, 9, 11, 13, 15], tf.int64)
+    model.reset_memories(np.eye(4, 256, dtype=np.float32), np.arange(4))
+    out = model.train_step(batch)
+    assert out["features"].shape == (8, 256)
+    np.testing.assert_array_equal(out["index"].numpy(), batch["index"].numpy())
+    np.testing.assert_array_equal(out["label"].numpy(), batch["label"].numpy())
+    # the mean of the two views' unit embeddings
+    norms = np.linalg.norm(out["features"].numpy(), axis=1)
+    assert np.all(norms > 0.0) and np.all(norms <= 1.0 + 1e-5)
+
+
+def test_identical_views_are_computed_once(model):
+    # With DropBlock off (inference mode, or drop_rate 0) both views are the same image, so the
+    # one-view model must give the two-view losses.
+    batch = _batch(4)
+    model.reset_memories(np.eye(4, 256, dtype=np.float32), np.arange(4))
+    assert model.num_views == 2
+    two = model.compute_losses(batch["image"], batch["label"], batch["index"], training=False)
+    cfg = model.cfg
+    try:
+        model.cfg = dataclasses.replace(cfg, drop_rate=0.0)
+        assert model.num_views == 1
+        one = model.compute_losses(batch["image"], batch["label"], batch["index"], training=False)
+    finally:
+        model.cfg = cfg
+    for name in ("loss", "cluster_loss", "mask_loss", "consistency_loss", "features"):
+        np.testing.assert_allclose(one[name].numpy(), two[name].numpy(), rtol=1e-5, atol=1e-6)
+    assert float(two["cluster_loss"]) > 0
+
+
+def test_camera_memory_model_trains_and_updates_its_proxies():
+    cfg = CFG.replace(camera_memory=True, memory_update="instance")
+    model = build_maskpre(cfg, num_train=16, num_replicas=1, ramp_steps=0)
+    rng = np.random.default_rng(5)
+    labels = np.array([0, 0, 1, 1, 2, 2, 3, 3] + [-1] * 8)
+    camids = np.array([0, 1, 0, 0, 1, 2, 2, 2] + [0] * 8)
+    model.reset_memories(rng.normal(size=(16, 256)).astype(np.float32), labels, camids)
+    camera = model.camera_memory
+    assert int(camera.num_active) == 6 and int(model.memory.num_active) == 4
+    np.testing.assert_array_equal(camera.sample_proxy.numpy()[:8], [0, 1, 2, 2, 3, 4, 5, 5])
+    proxies0 = camera.table.numpy()
+    logs = _fit(model, steps=1)
+    assert np.isfinite(logs["loss"]) and logs["cluster_loss"] > 0
+    proxies = camera.table.numpy()
+    assert np.abs(proxies[:6] - proxies0[:6]).max(axis=1).min() > 0
+    assert np.abs(proxies[:6] - proxies0[:6]).max() > 1e-4
+    np.testing.assert_allclose(np.linalg.norm(proxies[:6], axis=1), 1.0, rtol=1e-5)
+    assert not proxies[6:].any()
 
 
 def test_non_finite_loss_stops_the_run(model):
@@ -114,16 +182,18 @@ def test_non_finite_loss_stops_the_run(model):
         trainer.fit(0, 1)
 
 
-def test_two_replica_step_matches_one_replica_step():
-    """One global batch on 2 replicas (two logical CPUs) gives the 1-replica result."""
+@pytest.mark.parametrize("variant", ["cluster", pytest.param("camera", marks=pytest.mark.slow)])
+def test_two_replica_step_matches_one_replica_step(variant):
+    """One global batch on 2 replicas (two logical CPUs) gives the 1-replica result (~30 s)."""
     script = os.path.join(HERE, "scripts", "distributed_step.py")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
-        [sys.executable, script], capture_output=True, text=True, env=env, timeout=300
+        [sys.executable, script, variant], capture_output=True, text=True, env=env, timeout=300
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert report["num_replicas"] == 2
+    assert report["num_replicas"] == 2 and report["variant"] == variant
+    assert report["copies"] == [2]  # every compared variable was read on both replicas
     for key, value in report["loss_single"].items():
         assert report["loss_double"][key] == pytest.approx(value, rel=1e-4, abs=1e-6)
     # Two Adam steps move weights by ~lr each; the runs agree to well within that. (Adam
@@ -132,6 +202,7 @@ def test_two_replica_step_matches_one_replica_step():
     assert report["student_change"] > 1e-3
     assert report["student_rel_l2"] < 2e-3  # a doubled weight decay gives 1.7e-2
     assert report["teacher_diff"] < 0.05 * report["student_change"]
-    assert report["prototype_diff"] < 1e-4
-    # Teacher, BN statistics and prototypes are identical on both replicas.
+    assert report["memory_change"] > 1e-3
+    assert report["memory_diff"] < 1e-4
+    # Teacher, BN statistics and memory tables are identical on both replicas.
     assert report["replica_spread"] == 0.0

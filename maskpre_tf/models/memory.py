@@ -64,11 +64,15 @@ def update_rows(table: tf.Variable, features: tf.Tensor, rows: tf.Tensor, moment
     rows = tf.cast(rows, tf.int32)
     keep = rows >= 0
     features, rows = tf.boolean_mask(features, keep), tf.boolean_mask(rows, keep)
-    if mode == "instance":
-        for i in tf.range(tf.shape(rows)[0]):  # in batch order, as cluster-contrast's backward
+    if mode == "instance":  # one step per sample in batch order, as cluster-contrast's backward
+
+        def step(i):
             row = rows[i : i + 1]
             write_rows(table, row, momentum_step(tf.gather(table, row), features[i : i + 1],
                                                  momentum))
+            return (i + 1,)
+
+        tf.while_loop(lambda i: i < tf.shape(rows)[0], step, (tf.constant(0),))
         return
     unique, slot = tf.unique(rows)
     if mode == "mean":
@@ -157,9 +161,10 @@ class CameraMemory(tf.Module):
         """CAP's intra- and inter-camera losses per sample, float32 ([B], [B]).
 
         intra_i = −log softmax over the proxies of i's camera, at i's own proxy.
-        inter_i = mean over i's cluster's proxies p of
-                  −log(e^{s_p} / (e^{s_p} + Σ_{n in the k hardest other-cluster proxies} e^{s_n})).
-        Outliers (no proxy) contribute 0.
+        inter_i = −(1/|P|) Σ_{p in P} log(e^{s_p} / Σ_{u in P ∪ Q} e^{s_u}), P the proxies of
+                  i's cluster, Q the k hardest (highest-scoring) proxies of other clusters: a
+                  softmax over positives and hard negatives with the target spread evenly over
+                  the positives, as CAP defines it. Outliers (no proxy) contribute 0.
         """
         count = self.num_active
         proxy = tf.gather(self.sample_proxy, tf.cast(index, tf.int32))
@@ -178,10 +183,10 @@ class CameraMemory(tf.Module):
         positive = tf.equal(cluster_of[None, :], my_cluster)
         k = tf.minimum(hard_negatives, tf.maximum(count - 1, 1))
         negatives, _ = tf.math.top_k(tf.where(positive, -1e9, logits), k=k)  # [B, k]
-        neg_sum = tf.reduce_logsumexp(negatives, axis=-1, keepdims=True)
-        per_positive = tf.nn.softplus(neg_sum - logits)  # −log(e^s / (e^s + e^neg))
+        positives = tf.where(positive, logits, -1e9)
+        log_norm = tf.reduce_logsumexp(tf.concat([positives, negatives], -1), -1, keepdims=True)
         positive_f = tf.cast(positive, tf.float32)
-        inter = tf.reduce_sum(per_positive * positive_f, -1) / tf.maximum(
+        inter = tf.reduce_sum((log_norm - logits) * positive_f, -1) / tf.maximum(
             tf.reduce_sum(positive_f, -1), 1.0)
         zero = tf.zeros_like(intra)
         return tf.where(valid, intra, zero), tf.where(valid, inter, zero)

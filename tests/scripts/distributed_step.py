@@ -1,7 +1,9 @@
-"""Runs one MaskPre step on 1 replica and on 2 replicas (two logical CPUs) and compares them.
+"""Runs MaskPre steps on 1 replica and on 2 replicas (two logical CPUs) and compares them.
 
 Prints one JSON line with the largest differences; ``tests/test_training.py`` runs this in a
-fresh process because logical devices must be configured before TensorFlow starts.
+fresh process because logical devices must be configured before TensorFlow starts. The optional
+argument picks the memory: ``cluster`` (default: one prototype per cluster, mean update) or
+``camera`` (per-camera proxies as well, instance updates).
 """
 
 import json
@@ -33,34 +35,60 @@ CFG = TrainConfig().replace(
     iters=4,
     epochs=1,
 )
+VARIANTS = {
+    "cluster": {},
+    "camera": {"camera_memory": True, "memory_update": "instance"},
+}
 N = 16
 SHAPE = (CFG.data.height, CFG.data.width, 3)
+# Pseudo labels and cameras of the N training images: 5 clusters (cluster 4 is not in the batch
+# below) and 3 outliers.
+LABELS = np.array([0, 4, 0, 4, 1, 0, 1, -1, 2, 4, 2, -1, 3, 1, 3, -1])
+CAMIDS = np.arange(N) % 3
 
 
-def build(strategy, replicas):
+def build(cfg, strategy, replicas):
     with strategy.scope():
-        return build_maskpre(CFG, N, replicas, total_steps=0)
+        return build_maskpre(cfg, N, replicas, ramp_steps=0)
+
+
+def memories(model):
+    """The model's memory variables: the cluster table (and the camera proxies)."""
+    tables = [model.memory.table, model.memory.num_active]
+    if model.camera_memory is not None:
+        tables += [model.camera_memory.table, model.camera_memory.sample_proxy]
+    return tables
+
+
+def replica_copies(strategy, var):
+    """Every replica's copy of a variable (Keras or tf.Variable) as NumPy arrays."""
+    inner = var.value if hasattr(var, "path") else var  # a Keras variable wraps a tf.Variable
+    return [np.asarray(v) for v in strategy.experimental_local_results(inner)]
 
 
 def main():
+    variant = sys.argv[1] if len(sys.argv) > 1 else "cluster"
+    cfg = CFG.replace(**VARIANTS[variant])
     rng = np.random.default_rng(0)
+    index = np.arange(8, dtype=np.int64) * 2
     batch = {
         "image": rng.uniform(0, 255, (8, *SHAPE)).astype(np.float32),
-        "index": np.arange(8, dtype=np.int64) * 2,
-        "label": np.repeat(np.arange(4), 2).astype(np.int64),
+        "index": index,
+        "label": LABELS[index].astype(np.int64),  # 0, 0, 1, 1, 2, 2, 3, 3
     }
-    centroids = rng.normal(size=(5, 256)).astype(np.float32)
+    features = rng.normal(size=(N, 256)).astype(np.float32)
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    single = build(tf.distribute.OneDeviceStrategy("/cpu:0"), 1)
+    single = build(cfg, tf.distribute.OneDeviceStrategy("/cpu:0"), 1)
     mirrored_strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    double = build(mirrored_strategy, 2)
+    double = build(cfg, mirrored_strategy, 2)
     for target in (double.student, double.teacher, double.mask_head):
         source = getattr(single, target.name if target.name != "mask_head" else "mask_head")
         target.set_weights(source.get_weights())
     for model in (single, double):
         with model.distribute_strategy.scope():
-            model.reset_prototypes(centroids)
+            model.reset_memories(features, LABELS, CAMIDS)
     initial = single.student.get_weights()
+    initial_memory = [np.asarray(v) for v in memories(single)]
     results = {}
     for name, model in (("single", single), ("double", double)):
         trainer = Trainer(model, model.distribute_strategy, dataset, 2, [])
@@ -85,23 +113,23 @@ def main():
         )
         return (diff / change) ** 0.5
 
-    replica_spread = 0.0
-    for var in double.teacher.weights + double.student.non_trainable_weights + [double.prototypes]:
-        copies = (
-            [np.asarray(v) for v in var.value.values]
-            if hasattr(var.value, "values")
-            else [np.asarray(var)]
-        )
+    replica_spread, copies_seen = 0.0, set()
+    for var in double.teacher.weights + double.student.non_trainable_weights + memories(double):
+        copies = replica_copies(mirrored_strategy, var)
+        copies_seen.add(len(copies))
         replica_spread = max(
             replica_spread, max(float(np.max(np.abs(c - copies[0]))) for c in copies)
         )
     report = {
+        "variant": variant,
         "num_replicas": double.distribute_strategy.num_replicas_in_sync,
+        "copies": sorted(copies_seen),
         "loss_single": results["single"],
         "loss_double": results["double"],
         "student_diff": max_diff(single.student.weights, double.student.weights),
         "teacher_diff": max_diff(single.teacher.weights, double.teacher.weights),
-        "prototype_diff": max_diff([single.prototypes], [double.prototypes]),
+        "memory_diff": max_diff(memories(single), memories(double)),
+        "memory_change": max_diff(memories(single), initial_memory),
         "student_change": max_diff(single.student.get_weights(), initial),
         "student_rel_l2": rel_l2(single.student.weights, double.student.weights, initial),
         "replica_spread": replica_spread,
