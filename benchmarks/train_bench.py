@@ -78,6 +78,7 @@ def bench_precision(cfg: TrainConfig, steps: int, rounds: int) -> tuple[float, f
             rng.uniform(0, 255, (optim.batch_size, data.height, data.width, 3)), tf.float32
         ),
         "index": tf.range(optim.batch_size, dtype=tf.int64),
+        "key": tf.range(optim.batch_size, dtype=tf.int64),
         "label": tf.constant(
             np.repeat(np.arange(optim.num_ids_per_batch), optim.num_instances), tf.int64
         ),

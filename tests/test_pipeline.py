@@ -366,3 +366,36 @@ def test_eval_dataset_preserves_order_and_keeps_last_batch(files):
     np.testing.assert_array_equal(_solid_index(images), np.arange(7))
     colour = np.array([30, 225, 111], np.float32)  # file 3
     np.testing.assert_allclose(images[3], np.broadcast_to(colour, (H, W, 3)), atol=1e-4)
+
+
+def test_singletons_do_not_flood_the_batches():
+    # 10 real clusters of 6 images and 500 single-image identities (outliers as instances).
+    labels = np.concatenate([np.repeat(np.arange(10), 6), 10 + np.arange(500)])
+    cams = np.arange(labels.size) % 3
+    sampler = PKSampler(labels, cams, batch_size=32, num_instances=4, seed=0)  # P = 8
+    groups = labels[sampler.epoch_indices(0, 50)].reshape(50, 8, 4)
+    singletons = (groups[:, :, 0] >= 10).sum(axis=1)
+    assert singletons.max() <= 2  # at most a quarter of P
+    assert singletons.min() == 2  # the share is used, so singletons are still trained on
+    for batch in groups:
+        assert len(set(batch[:, 0])) == 8  # distinct identities
+    # Too few real clusters: singletons fill the batch rather than fail.
+    few = np.concatenate([np.repeat(np.arange(3), 6), 3 + np.arange(40)])
+    sampler = PKSampler(few, np.arange(few.size) % 2, batch_size=32, num_instances=4, seed=0)
+    groups = few[sampler.epoch_indices(0, 5)].reshape(5, 8, 4)
+    assert np.all((groups[:, :, 0] >= 3).sum(axis=1) == 5)
+
+
+def test_train_keys_are_unique_per_draw_even_for_repeated_images(files):
+    paths = files["solid"]
+    labels = np.arange(len(paths))  # every image its own identity: each batch repeats them
+    _, epoch, dataset = _train_setup(paths, labels)
+    keys = []
+    for e in (0, 1):
+        epoch[0] = e
+        for batch in dataset:
+            index, key = batch["index"].numpy(), batch["key"].numpy()
+            assert len(set(index)) < len(index)  # K copies of each image ...
+            keys.append(key)
+    keys = np.concatenate(keys)
+    assert len(set(keys.tolist())) == keys.size  # ... and yet one key per draw, across epochs

@@ -40,6 +40,7 @@ def _batch(seed=0):
     return {
         "image": rng.uniform(0, 255, (8, *SHAPE)).astype(np.float32),
         "index": np.arange(8, dtype=np.int64),
+        "key": np.arange(8, dtype=np.int64) + 1000 * seed,
         "label": np.repeat(np.arange(4), 2).astype(np.int64),
     }
 
@@ -126,11 +127,11 @@ def test_train_step_returns_features_labels_and_index(model):
     batch["index"] = tf.constant([5, 3, 1, 7, 9, 11, 13, 15], tf.int64)
     model.reset_memories(np.eye(4, 256, dtype=np.float32), np.arange(4))
     out = model.train_step(batch)
-    assert out["features"].shape == (8, 256)
-    np.testing.assert_array_equal(out["index"].numpy(), batch["index"].numpy())
-    np.testing.assert_array_equal(out["label"].numpy(), batch["label"].numpy())
+    assert out.features.shape == (8, 256)
+    np.testing.assert_array_equal(out.index.numpy(), batch["index"].numpy())
+    np.testing.assert_array_equal(out.labels.numpy(), batch["label"].numpy())
     # the mean of the two views' unit embeddings
-    norms = np.linalg.norm(out["features"].numpy(), axis=1)
+    norms = np.linalg.norm(out.features.numpy(), axis=1)
     assert np.all(norms > 0.0) and np.all(norms <= 1.0 + 1e-5)
 
 
@@ -140,16 +141,21 @@ def test_identical_views_are_computed_once(model):
     batch = _batch(4)
     model.reset_memories(np.eye(4, 256, dtype=np.float32), np.arange(4))
     assert model.num_views == 2
-    two = model.compute_losses(batch["image"], batch["label"], batch["index"], training=False)
+    two, two_features = model.compute_losses(
+        batch["image"], batch["label"], batch["index"], batch["key"], training=False
+    )
     cfg = model.cfg
     try:
         model.cfg = dataclasses.replace(cfg, drop_rate=0.0)
         assert model.num_views == 1
-        one = model.compute_losses(batch["image"], batch["label"], batch["index"], training=False)
+        one, one_features = model.compute_losses(
+            batch["image"], batch["label"], batch["index"], batch["key"], training=False
+        )
     finally:
         model.cfg = cfg
-    for name in ("loss", "cluster_loss", "mask_loss", "consistency_loss", "features"):
+    for name in ("loss", "cluster_loss", "mask_loss", "consistency_loss"):
         np.testing.assert_allclose(one[name].numpy(), two[name].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(one_features.numpy(), two_features.numpy(), rtol=1e-5, atol=1e-6)
     assert float(two["cluster_loss"]) > 0
 
 

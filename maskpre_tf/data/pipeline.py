@@ -19,6 +19,9 @@ from maskpre_tf.data.images import load_image
 from maskpre_tf.data.sampler import PKSampler
 from maskpre_tf.errors import UserError
 
+# Positions of one epoch's index stream fit below this; keys of different epochs never collide.
+POSITIONS_PER_EPOCH = 1 << 32
+
 # A training epoch samples up to this many spare chunks of ``extra_batches`` batches to refill
 # batches after skipped unreadable images before giving up.
 _MAX_SPARE_CHUNKS = 10
@@ -79,9 +82,10 @@ def make_train_dataset(
 
     Returns:
       A dataset of exactly ``num_batches`` dicts: "image" float32 [B, H, W, 3] RGB pixels in 0–255,
-      "index" int64 [B] rows of ``paths``, "label" int64 [B] pseudo labels. If the spare chunks
-      run out (a large share of unreadable files), iteration fails with a message naming the
-      cause.
+      "index" int64 [B] rows of ``paths``, "label" int64 [B] pseudo labels, "key" int64 [B] unique
+      per drawn sample (epoch · 2^32 + position in the epoch's stream; DropBlock's mask key).
+      If the spare chunks run out (a large share of unreadable files), iteration fails with a
+      message naming the cause.
     """
     if batch_size != sampler.batch_size:
         raise ValueError(
@@ -132,7 +136,11 @@ def make_train_dataset(
                 fn_output_signature=tf.TensorSpec([height, width, 3], tf.float32),
                 parallel_iterations=1,  # parallelism comes from the tf.data map alone
             )
-            group = {"image": images, "index": group_indices, "label": group_labels}
+            # A key unique to this draw of the image (epoch, stream position): repeated copies
+            # of one image in a batch (small clusters, singletons) get different DropBlock masks.
+            keys = epoch * POSITIONS_PER_EPOCH + group_positions
+            group = {"image": images, "index": group_indices, "label": group_labels,
+                     "key": keys}
             return group, group_positions[0] // k
 
         def report_skips(expected, element):
@@ -168,6 +176,7 @@ def make_train_dataset(
             "image": tf.reshape(groups["image"], [batch_size, height, width, 3]),
             "index": tf.reshape(groups["index"], [batch_size]),
             "label": tf.reshape(groups["label"], [batch_size]),
+            "key": tf.reshape(groups["key"], [batch_size]),
         }
 
     dataset = tf.data.Dataset.from_generator(

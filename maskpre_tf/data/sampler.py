@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from maskpre_tf.errors import UserError
+
+# Largest share of a batch's P identities that may be single-image identities.
+MAX_SINGLETON_SHARE = 0.25
 
 
 class PKSampler:
@@ -17,7 +22,11 @@ class PKSampler:
     before a second image from any camera — which realises the "other cameras first, then the
     same camera" preference of cluster-contrast's RandomMultipleGallerySampler (Dai et al.,
     2021). An identity with fewer than K images contributes all of them plus images drawn again
-    with replacement. Label −1 marks clustering outliers, which are never sampled.
+    with replacement. Label −1 marks clustering outliers, which are never sampled. At most
+    :data:`MAX_SINGLETON_SHARE` of a batch's identities are single images (with
+    ``--outliers=instances`` thousands of outliers become one-image identities; drawn uniformly
+    they would fill the batches with K copies of one image each), unless there are too few
+    larger identities to fill the batch.
 
     The stream is a pure function of (seed, epoch, labels); :meth:`set_labels` re-drives the
     sampler after each clustering step.
@@ -141,6 +150,26 @@ class PKSampler:
             return ordered[:k]
         return np.concatenate([ordered, rng.choice(members, size=k - n, replace=True)])
 
+    def _slates(self, rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """Endless P-sized slates of distinct identities, one per batch (int64 [P] each).
+
+        Identities are drawn without replacement cycle after cycle; at most
+        MAX_SINGLETON_SHARE of each slate are single-image identities (unless too few larger
+        ones exist). Draws happen batch by batch, so a longer epoch extends a shorter one.
+        """
+        p = self.num_pids_per_batch
+        sizes = np.array([g[0].size for g in self._groups])
+        pools = [np.flatnonzero(sizes > 1), np.flatnonzero(sizes == 1)]
+        if pools[1].size == 0:
+            pools, quotas = pools[:1], (p,)
+        else:
+            single = min(int(MAX_SINGLETON_SHARE * p), pools[1].size)
+            single = max(single, p - pools[0].size)  # too few real clusters: singletons fill in
+            quotas = (p - single, single)
+        cycles = [_Cycle(pool, rng) for pool in pools]
+        while True:
+            yield np.concatenate([c.take(q) for c, q in zip(cycles, quotas, strict=True)])
+
     def epoch_indices(self, epoch: int, num_batches: int) -> np.ndarray:
         """The image indices of one epoch.
 
@@ -153,22 +182,29 @@ class PKSampler:
           batch of P identities × K consecutive instances.
         """
         rng = np.random.default_rng([self._seed, int(epoch) % (2**63)])
-        p = self.num_pids_per_batch
-        num_ids = self.num_identities
-        order = rng.permutation(num_ids)
-        cursor = 0
-        out = np.empty((num_batches, p, self._num_instances), np.int64)
-        for b in range(num_batches):
-            chosen = order[cursor : cursor + p]
-            cursor += p
-            if chosen.size < p:
-                # Cycle exhausted: reshuffle, keeping this batch's identities distinct by moving
-                # the ones already chosen to the end of the new cycle.
-                fresh = rng.permutation(num_ids)
-                used = np.isin(fresh, chosen)
-                order = np.concatenate([fresh[~used], fresh[used]])
-                cursor = p - chosen.size
-                chosen = np.concatenate([chosen, order[:cursor]])
-            for slot, group in enumerate(chosen):
+        out = np.empty((num_batches, self.num_pids_per_batch, self._num_instances), np.int64)
+        for b, slate in zip(range(num_batches), self._slates(rng), strict=False):
+            for slot, group in enumerate(slate):
                 out[b, slot] = self._instances(int(group), rng)
         return out.reshape(-1)
+
+
+class _Cycle:
+    """Members of a pool in random order, reshuffled whenever they run out."""
+
+    def __init__(self, pool: np.ndarray, rng: np.random.Generator):
+        self.pool, self.rng = pool, rng
+        self.order = rng.permutation(pool)
+        self.cursor = 0
+
+    def take(self, count: int) -> np.ndarray:
+        """``count`` distinct members (a cycle running out mid-take restarts with the others)."""
+        chosen = self.order[self.cursor : self.cursor + count]
+        self.cursor += count
+        if chosen.size < count:
+            fresh = self.rng.permutation(self.pool)
+            used = np.isin(fresh, chosen)
+            self.order = np.concatenate([fresh[~used], fresh[used]])
+            self.cursor = count - chosen.size
+            chosen = np.concatenate([chosen, self.order[: self.cursor]])
+        return chosen

@@ -33,8 +33,11 @@ from maskpre_tf.models.layers import BN_MOMENTUM
 BACKBONES = ("resnet50", "mobilenet_v2", "resnet_small")
 # The layer whose output is the "inner" masking stage: the map before each trunk's last stage
 # (same grid as the output when the last stride is 1).
-INNER_STAGE = {"resnet50": "conv4_block6_out", "mobilenet_v2": "block_13_project_BN",
-               "resnet_small": "stage3_block1_out"}
+INNER_STAGE = {
+    "resnet50": "conv4_block6_out",
+    "mobilenet_v2": "block_13_project_BN",
+    "resnet_small": "stage3_block1_out",
+}
 LAYOUTS = ("keras", "torch")
 TORCH_BN_EPSILON = 1e-5  # torch.nn.BatchNorm2d's default
 
@@ -249,5 +252,7 @@ def split_backbone(backbone: keras.Model, layer: str) -> tuple[keras.Model, kera
     ``back(front(x))`` equals ``backbone(x)``; the parts hold no weights of their own.
     """
     middle = backbone.get_layer(layer).output
-    return (keras.Model(backbone.input, middle, name=f"{backbone.name}_front"),
-            keras.Model(middle, backbone.output, name=f"{backbone.name}_back"))
+    return (
+        keras.Model(backbone.input, middle, name=f"{backbone.name}_front"),
+        keras.Model(middle, backbone.output, name=f"{backbone.name}_back"),
+    )

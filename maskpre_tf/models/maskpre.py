@@ -36,6 +36,7 @@ from maskpre_tf.models.layers import BN_MOMENTUM, DropBlock, GeMPooling, linear_
 from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
 from maskpre_tf.models.normalization import check_input_norm, normalize_pixels
 from maskpre_tf.models.optimizer import apply_gradients_with_l2, make_optimizer
+from maskpre_tf.training.step import StepOutput
 
 
 class ReidEncoder(keras.Model):
@@ -167,10 +168,14 @@ class MaskPre(keras.Model):
         """Current DropBlock rate: linear ramp from 0 to ``cfg.drop_rate`` over ramp_steps."""
         return linear_drop_rate(self.optimizer.iterations, self.ramp_steps, self.cfg.drop_rate)
 
-    def view_keys(self, index: tf.Tensor, view: int) -> tf.Tensor:
-        """Per-sample DropBlock keys, unique per (step, image, view): int64 [B]."""
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        return tf.cast(index, tf.int64) + self.num_train * (2 * step + view)
+    @staticmethod
+    def view_keys(keys: tf.Tensor, view: int) -> tf.Tensor:
+        """DropBlock keys of one view: int64 [B] from the batch's per-draw keys [B].
+
+        The pipeline's keys are unique per drawn sample (epoch, stream position), so two copies
+        of one image in a batch, and the two views of each, get different masks.
+        """
+        return 2 * tf.cast(keys, tf.int64) + view
 
     def masking_map(self, images: tf.Tensor, training: bool) -> tf.Tensor:
         """The student's map at the masking stage [b, h, w, c] of RGB pixels in 0–255."""
@@ -189,24 +194,31 @@ class MaskPre(keras.Model):
         """Per-sample clustering loss [b] of one view's embedding against the memory."""
         cfg = self.cfg
         if self.camera_memory is not None:
-            intra, inter = self.camera_memory.losses(emb, index, cfg.camera_temperature,
-                                                     cfg.camera_negatives)
+            intra, inter = self.camera_memory.losses(
+                emb, index, cfg.camera_temperature, cfg.camera_negatives
+            )
             return intra + cfg.inter_camera_weight * inter
         logits = self.memory.logits(emb, cfg.temperature)
         return losses.cluster_contrast_loss(logits, labels)
 
     def compute_losses(
-        self, images: tf.Tensor, labels: tf.Tensor, index: tf.Tensor, training: bool = True
-    ) -> dict[str, tf.Tensor]:
+        self,
+        images: tf.Tensor,
+        labels: tf.Tensor,
+        index: tf.Tensor,
+        keys: tf.Tensor,
+        training: bool = True,
+    ) -> tuple[dict[str, tf.Tensor], tf.Tensor]:
         """Forward pass and per-replica losses (already scaled by the global batch).
 
         Args:
           images: float32 [b, H, W, 3] RGB pixels in 0–255 (b = this replica's share).
           labels: int [b] pseudo labels in [0, num_clusters), -1 = outlier.
-          index: int [b] rows of the images in the training set (mask keys, camera proxies).
+          index: int [b] rows of the images in the training set (camera proxies).
+          keys: int [b] per-draw keys (DropBlock masks).
         Returns:
-          dict of scalar losses ("loss" is the weighted sum) and "features" [b, C], the mean of
-          the views' embeddings, for the memory update.
+          (scalar losses, "loss" being the weighted sum; features [b, C], the detached mean of
+          the views' embeddings, for the memory update).
         """
         cfg = self.cfg
         if cfg.mask_weight > 0 or cfg.consistency_weight > 0:  # the teacher's view is needed
@@ -219,8 +231,9 @@ class MaskPre(keras.Model):
         features = 0.0
         share = 1.0 / self.num_views
         for view in range(self.num_views):
-            masked, keep = self.dropblock(front, self.view_keys(index, view), rate,
-                                          training=training)
+            masked, keep = self.dropblock(
+                front, self.view_keys(keys, view), rate, training=training
+            )
             fmap = self.finish_map(masked, training)
             emb = self.student.embed_map(fmap, training=training)
             features += share * emb
@@ -246,48 +259,36 @@ class MaskPre(keras.Model):
             + cfg.mask_weight * result["mask_loss"]
             + cfg.consistency_weight * result["consistency_loss"]
         )
-        result["features"] = tf.stop_gradient(features)
-        return result
+        return result, tf.stop_gradient(features)
 
-    def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        """One optimisation step on this replica's share of the batch (replica context).
-
-        Returns the per-replica scaled losses plus "features", "label" and "index" for
-        :meth:`finish_step`.
-        """
+    def train_step(self, batch: dict[str, tf.Tensor]) -> StepOutput:
+        """One optimisation step on this replica's share of the batch (replica context)."""
         variables = self.student.trainable_variables + self.mask_head.trainable_variables
         with tf.GradientTape() as tape:
-            out = self.compute_losses(batch["image"], batch["label"], batch["index"])
-            loss = out["loss"]
-            scaled = self.optimizer.scale_loss(loss)
+            losses_, features = self.compute_losses(
+                batch["image"], batch["label"], batch["index"], batch["key"]
+            )
+            scaled = self.optimizer.scale_loss(losses_["loss"])
         grads = tape.gradient(scaled, variables)
         apply_gradients_with_l2(self.optimizer, grads, variables, self.weight_decay)
-        out["label"] = batch["label"]
-        out["index"] = batch["index"]
-        return out
+        return StepOutput(losses_, features, batch["label"], batch["index"])
 
-    def finish_step(
-        self,
-        features: tf.Tensor,
-        labels: tf.Tensor,
-        scalars: dict[str, tf.Tensor],
-        index: tf.Tensor | None = None,
-    ) -> None:
+    def finish_step(self, out: StepOutput) -> None:
         """Cross-replica updates after each step: memories, EMA teacher, metric trackers.
 
         Args:
-          features: float32 [B, C] gathered over all replicas (global batch).
-          labels: int [B] their pseudo labels.
-          scalars: losses summed over replicas (global means).
-          index: int [B] their training-set rows (the camera memory's proxies).
+          out: the global batch's output (losses summed over replicas, per-sample fields
+            gathered).
         """
         cfg = self.cfg
-        update_rows(self.memory.table, features, labels, cfg.proto_momentum, cfg.memory_update)
+        update_rows(
+            self.memory.table, out.features, out.labels, cfg.proto_momentum, cfg.memory_update
+        )
         if self.camera_memory is not None:
-            self.camera_memory.update(features, index, cfg.proto_momentum)
+            self.camera_memory.update(out.features, out.index, cfg.proto_momentum)
         self.update_teacher()
         for name, tracker in self.trackers.items():
-            tracker.update_state(scalars[name])
+            tracker.update_state(out.losses[name])
 
     def ema_momentum(self) -> tf.Tensor:
         """EMA momentum with MMT's warm-up: min(1 - 1/(step + 1), m) (Ge et al., ICLR 2020)."""

@@ -49,8 +49,9 @@ def write_rows(table: tf.Variable, rows: tf.Tensor, values: tf.Tensor) -> None:
     )
 
 
-def update_rows(table: tf.Variable, features: tf.Tensor, rows: tf.Tensor, momentum: float,
-                mode: str) -> None:
+def update_rows(
+    table: tf.Variable, features: tf.Tensor, rows: tf.Tensor, momentum: float, mode: str
+) -> None:
     """Momentum-update rows of ``table`` with batch features (only those rows are written).
 
     Args:
@@ -68,16 +69,16 @@ def update_rows(table: tf.Variable, features: tf.Tensor, rows: tf.Tensor, moment
 
         def step(i):
             row = rows[i : i + 1]
-            write_rows(table, row, momentum_step(tf.gather(table, row), features[i : i + 1],
-                                                 momentum))
+            write_rows(
+                table, row, momentum_step(tf.gather(table, row), features[i : i + 1], momentum)
+            )
             return (i + 1,)
 
         tf.while_loop(lambda i: i < tf.shape(rows)[0], step, (tf.constant(0),))
         return
     unique, slot = tf.unique(rows)
     if mode == "mean":
-        count = tf.math.unsorted_segment_sum(tf.ones_like(rows, tf.float32), slot,
-                                             tf.size(unique))
+        count = tf.math.unsorted_segment_sum(tf.ones_like(rows, tf.float32), slot, tf.size(unique))
         chosen = tf.math.unsorted_segment_sum(features, slot, tf.size(unique)) / count[:, None]
     elif mode == "hard":
         similarity = tf.reduce_sum(features * tf.gather(table, rows), axis=-1)
@@ -126,12 +127,15 @@ class CameraMemory(tf.Module):
     def __init__(self, capacity: int, dim: int, num_train: int, name: str = "camera_memory"):
         super().__init__(name=name)
         self.table = tf.Variable(tf.zeros((capacity, dim)), trainable=False, name="proxies")
-        self.proxy_cluster = tf.Variable(tf.fill([capacity], -1), trainable=False,
-                                         name="proxy_cluster")
-        self.proxy_camera = tf.Variable(tf.fill([capacity], -1), trainable=False,
-                                        name="proxy_camera")
-        self.sample_proxy = tf.Variable(tf.fill([num_train], -1), trainable=False,
-                                        name="sample_proxy")
+        self.proxy_cluster = tf.Variable(
+            tf.fill([capacity], -1), trainable=False, name="proxy_cluster"
+        )
+        self.proxy_camera = tf.Variable(
+            tf.fill([capacity], -1), trainable=False, name="proxy_camera"
+        )
+        self.sample_proxy = tf.Variable(
+            tf.fill([num_train], -1), trainable=False, name="sample_proxy"
+        )
         self.num_active = tf.Variable(0, dtype=tf.int32, trainable=False, name="num_proxies")
 
     def reset(self, features: np.ndarray, labels: np.ndarray, camids: np.ndarray) -> None:
@@ -149,15 +153,17 @@ class CameraMemory(tf.Module):
         centroids = sums / np.linalg.norm(sums, axis=1, keepdims=True).clip(1e-12)
         capacity = int(self.table.shape[0])
         pad = capacity - count
-        self.table.assign(np.concatenate([centroids, np.zeros((pad, features.shape[1]))])
-                          .astype(np.float32))
+        self.table.assign(
+            np.concatenate([centroids, np.zeros((pad, features.shape[1]))]).astype(np.float32)
+        )
         self.proxy_cluster.assign(np.concatenate([clusters, np.full(pad, -1)]).astype(np.int32))
         self.proxy_camera.assign(np.concatenate([cameras, np.full(pad, -1)]).astype(np.int32))
         self.sample_proxy.assign(proxy_of.astype(np.int32))
         self.num_active.assign(count)
 
-    def losses(self, features: tf.Tensor, index: tf.Tensor, temperature: float,
-               hard_negatives: int) -> tuple[tf.Tensor, tf.Tensor]:
+    def losses(
+        self, features: tf.Tensor, index: tf.Tensor, temperature: float, hard_negatives: int
+    ) -> tuple[tf.Tensor, tf.Tensor]:
         """CAP's intra- and inter-camera losses per sample, float32 ([B], [B]).
 
         intra_i = −log softmax over the proxies of i's camera, at i's own proxy.
@@ -179,7 +185,8 @@ class CameraMemory(tf.Module):
         my_cluster = tf.gather(self.proxy_cluster, safe)[:, None]
         same_camera = tf.equal(camera_of[None, :], my_camera)
         intra = tf.nn.sparse_softmax_cross_entropy_with_logits(
-            labels=safe, logits=tf.where(same_camera, logits, -1e9))
+            labels=safe, logits=tf.where(same_camera, logits, -1e9)
+        )
         positive = tf.equal(cluster_of[None, :], my_cluster)
         k = tf.minimum(hard_negatives, tf.maximum(count - 1, 1))
         negatives, _ = tf.math.top_k(tf.where(positive, -1e9, logits), k=k)  # [B, k]
@@ -187,7 +194,8 @@ class CameraMemory(tf.Module):
         log_norm = tf.reduce_logsumexp(tf.concat([positives, negatives], -1), -1, keepdims=True)
         positive_f = tf.cast(positive, tf.float32)
         inter = tf.reduce_sum((log_norm - logits) * positive_f, -1) / tf.maximum(
-            tf.reduce_sum(positive_f, -1), 1.0)
+            tf.reduce_sum(positive_f, -1), 1.0
+        )
         zero = tf.zeros_like(intra)
         return tf.where(valid, intra, zero), tf.where(valid, inter, zero)
 
@@ -197,8 +205,9 @@ class CameraMemory(tf.Module):
         update_rows(self.table, features, rows, momentum, "instance")
 
 
-def camera_proxies(labels: np.ndarray, camids: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def camera_proxies(
+    labels: np.ndarray, camids: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Number the (cluster, camera) groups of a labelling.
 
     Args:

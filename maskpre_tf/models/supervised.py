@@ -15,6 +15,7 @@ import tensorflow as tf
 from maskpre_tf import losses
 from maskpre_tf.models.maskpre import ReidEncoder
 from maskpre_tf.models.optimizer import apply_gradients_with_l2
+from maskpre_tf.training.step import StepOutput
 
 
 class SupervisedReid(keras.Model):
@@ -58,10 +59,11 @@ class SupervisedReid(keras.Model):
         """Create every variable (call under the strategy scope)."""
         self.classifier(tf.zeros((1, self.encoder.channels)))
 
-    def train_step(self, batch: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+    def train_step(self, batch: dict[str, tf.Tensor]) -> StepOutput:
         """One labelled step (replica context); losses scaled by the global batch."""
         labels = batch["label"]
         variables = self.encoder.trainable_variables + self.classifier.trainable_variables
+        size = self.global_batch_size
         with tf.GradientTape() as tape:
             fmap = self.encoder.feature_map(batch["image"], training=True)
             pooled = self.encoder.pool(fmap)
@@ -70,28 +72,18 @@ class SupervisedReid(keras.Model):
             triplet = losses.batch_hard_triplet_loss(
                 tf.cast(pooled, tf.float32), labels, self.margin
             )
-            batch = self.global_batch_size
             out = {
-                "ce_loss": tf.nn.compute_average_loss(ce, global_batch_size=batch),
-                "triplet_loss": tf.nn.compute_average_loss(triplet, global_batch_size=batch),
+                "ce_loss": tf.nn.compute_average_loss(ce, global_batch_size=size),
+                "triplet_loss": tf.nn.compute_average_loss(triplet, global_batch_size=size),
             }
             out["loss"] = out["ce_loss"] + out["triplet_loss"]
             scaled = self.optimizer.scale_loss(out["loss"])
         grads = tape.gradient(scaled, variables)
         apply_gradients_with_l2(self.optimizer, grads, variables, self.weight_decay)
-        out["features"] = tf.math.l2_normalize(tf.stop_gradient(neck), axis=-1)
-        out["label"] = labels
-        out["index"] = batch["index"]
-        return out
+        features = tf.math.l2_normalize(tf.stop_gradient(neck), axis=-1)
+        return StepOutput(out, features, labels, batch["index"])
 
-    def finish_step(
-        self,
-        features: tf.Tensor,
-        labels: tf.Tensor,
-        scalars: dict[str, tf.Tensor],
-        index: tf.Tensor | None = None,
-    ) -> None:
+    def finish_step(self, out: StepOutput) -> None:
         """Cross-replica bookkeeping after each step: the metric trackers."""
-        del features, labels, index
         for name, tracker in self.trackers.items():
-            tracker.update_state(scalars[name])
+            tracker.update_state(out.losses[name])

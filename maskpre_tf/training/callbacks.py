@@ -289,8 +289,9 @@ class TensorBoardCallback(keras.callbacks.Callback):
             for name, value in scalars.items():
                 tf.summary.scalar(name, value)
             if self.state.nearest_distances is not None:
-                tf.summary.histogram("clustering/nearest_jaccard_distance",
-                                     self.state.nearest_distances, buckets=50)
+                tf.summary.histogram(
+                    "clustering/nearest_jaccard_distance", self.state.nearest_distances, buckets=50
+                )
             if self.sample_images is not None:
                 tf.summary.image("inputs_and_masks", self.mask_panel(), max_outputs=8)
         self.writer.flush()
@@ -301,10 +302,10 @@ class TensorBoardCallback(keras.callbacks.Callback):
         pixels = tf.convert_to_tensor(self.sample_images)
         fmap = model.masking_map(pixels, training=False)
         rate = tf.maximum(model.drop_rate(), model.cfg.drop_rate)
-        index = tf.range(tf.shape(pixels)[0], dtype=tf.int64)
+        keys = tf.range(tf.shape(pixels)[0], dtype=tf.int64)
         panels = [pixels]
         for view in (0, 1):
-            _, keep = model.dropblock(fmap, model.view_keys(index, view), rate, training=True)
+            _, keep = model.dropblock(fmap, model.view_keys(keys, view), rate, training=True)
             keep = tf.image.resize(
                 tf.cast(keep, tf.float32), tf.shape(pixels)[1:3], method="nearest"
             )

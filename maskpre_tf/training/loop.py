@@ -2,14 +2,23 @@
 
 Keras 3's ``fit`` fails under ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585), so the
 loop calls ``strategy.run`` itself for every strategy (default, mirrored, multi-worker) and
-drives ordinary Keras callbacks (``keras.callbacks.CallbackList``) at the usual hooks. Each step:
+drives ordinary Keras callbacks (``keras.callbacks.CallbackList``) at the usual hooks. Each step
+(the contract is :class:`~maskpre_tf.training.step.StepOutput`):
 
 1. ``strategy.run(model.train_step)`` on every replica's share of the global batch (replica
    context: forward, losses, gradients all-reduced by the optimizer, apply);
-2. losses summed over replicas (they are already scaled by the global batch), features and
-   labels gathered;
-3. ``model.finish_step`` in cross-replica context (prototypes, EMA teacher, metric trackers), so
+2. losses summed over replicas (they are already scaled by the global batch), features, labels
+   and rows gathered;
+3. ``model.finish_step`` in cross-replica context (memories, EMA teacher, metric trackers), so
    every replica's copy of that state receives the same update.
+
+Hook order of a MaskPre run (the callback list of :mod:`maskpre_tf.training.train_lib`; Keras
+calls the callbacks in list order at each hook)::
+
+    on_epoch_begin   clustering (features → pseudo labels → memories, sampler), progress clock
+    (steps)          on_train_batch_begin/end once per loop of --steps_per_loop steps
+    on_epoch_end     evaluation (and best-on-validation weights), epoch counter (finished
+                     epochs + 1), checkpoint, progress line and per-epoch summary, TensorBoard
 """
 
 from __future__ import annotations
@@ -23,9 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.errors import UserError
-
-# Per-example step outputs; the rest are scalar losses.
-BATCH_OUTPUTS = ("features", "label", "index")
+from maskpre_tf.training.step import StepOutput
 
 
 class NonFiniteLossError(UserError):
@@ -98,10 +105,9 @@ class Trainer:
     """Runs epochs of ``steps_per_epoch`` distributed steps with Keras callbacks.
 
     Args:
-      model: a compiled model with ``train_step`` (replica context) returning per-replica scaled
-        losses plus "features", "label" and "index",
-        ``finish_step(features, labels, scalars, index)``
-        (cross-replica context) and ``metrics``.
+      model: a compiled model with ``train_step(batch) -> StepOutput`` (replica context),
+        ``finish_step(StepOutput)`` (cross-replica context, global batch) and ``metrics``; see
+        :mod:`maskpre_tf.training.step`.
       strategy: the distribution strategy the model was built under.
       dataset: a ``tf.data.Dataset`` of global batches, re-iterated once per epoch.
       steps_per_epoch: steps per epoch.
@@ -137,27 +143,30 @@ class Trainer:
         self._loop_fn = tf.function(self._loop)
 
     def _step(self, iterator) -> dict[str, tf.Tensor]:
-        """One global step: replica steps, reductions, cross-replica updates."""
+        """One global step: replica steps, reductions, cross-replica updates; the losses."""
         batch = next(iterator)
         out = self.strategy.run(self.model.train_step, args=(batch,))
         reduce = tf.distribute.ReduceOp.SUM
-        scalars = {
-            k: self.strategy.reduce(reduce, v, axis=None)
-            for k, v in out.items()
-            if k not in BATCH_OUTPUTS
-        }
-        features = self.strategy.gather(out["features"], axis=0)
-        labels = self.strategy.gather(out["label"], axis=0)
-        index = self.strategy.gather(out["index"], axis=0)
-        self.model.finish_step(features, labels, scalars, index)
-        return scalars
+        losses = {k: self.strategy.reduce(reduce, v, axis=None) for k, v in out.losses.items()}
+        gather = self.strategy.gather
+        self.model.finish_step(
+            StepOutput(
+                losses,
+                gather(out.features, axis=0),
+                gather(out.labels, axis=0),
+                gather(out.index, axis=0),
+            )
+        )
+        return losses
 
     def _loop(self, iterator, steps: int) -> dict[str, tf.Tensor]:
         """``steps`` global steps in one call (one host round trip); their mean scalars."""
         total = self._step(iterator)
         for _ in tf.range(steps - 1):
-            total = {k: v + out for (k, v), out in
-                     zip(total.items(), self._step(iterator).values(), strict=True)}
+            total = {
+                k: v + out
+                for (k, v), out in zip(total.items(), self._step(iterator).values(), strict=True)
+            }
         return {k: v / steps for k, v in total.items()}
 
     def fit(self, initial_epoch: int, epochs: int) -> dict[str, float]:

@@ -207,8 +207,10 @@ def train(cfg: TrainConfig) -> dict:
     summary_path = os.path.join(out_dir, runs.SUMMARY)
     earlier = runs.read_json(summary_path) if initial_epoch else {}
     if initial_epoch >= optim.epochs and earlier.get("after") is not None:
-        log(f"{out_dir}: all {optim.epochs} epochs are done (summary.json); nothing to train. "
-            "Raise --epochs to train on, or pass a new --output_dir")
+        log(
+            f"{out_dir}: all {optim.epochs} epochs are done (summary.json); nothing to train. "
+            "Raise --epochs to train on, or pass a new --output_dir"
+        )
         return earlier
     embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
     embed_student = tf.function(lambda x: model.student(x, training=False), reduce_retracing=True)
@@ -251,9 +253,15 @@ def train(cfg: TrainConfig) -> dict:
         log(f"before MaskPre: mAP {before['mAP']:.1%}, Rank-1 {before['rank1']:.1%}")
     prior_seconds = earlier.get("seconds", 0.0)
     if is_chief:  # what is known so far survives a kill: the figures before training
-        runs.atomic_write_json(summary_path, {"before": before, "after": None,
-                                              "seconds": prior_seconds + time.perf_counter()
-                                              - start, "config_digest": cfg.digest()})
+        runs.atomic_write_json(
+            summary_path,
+            {
+                "before": before,
+                "after": None,
+                "seconds": prior_seconds + time.perf_counter() - start,
+                "config_digest": cfg.digest(),
+            },
+        )
     val = None
     if run_cfg.keep_best:
         val_data = datasets.load_dataset("auto", run_cfg.val_dir)

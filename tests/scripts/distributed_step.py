@@ -74,6 +74,7 @@ def main():
     batch = {
         "image": rng.uniform(0, 255, (8, *SHAPE)).astype(np.float32),
         "index": index,
+        "key": index + 100,
         "label": LABELS[index].astype(np.int64),  # 0, 0, 1, 1, 2, 2, 3, 3
     }
     features = rng.normal(size=(N, 256)).astype(np.float32)
