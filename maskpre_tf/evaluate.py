@@ -32,14 +32,14 @@ def define_flags() -> None:
 
 def main(argv: list[str]) -> None:
     """Program entry: evaluate the model given by the flags."""
+    del argv
+    values = flags.FLAGS
+    quiet_library_logs()
     from maskpre_tf.data import datasets
     from maskpre_tf.data.images import validate_images
     from maskpre_tf.evaluation.extract import evaluate_features, extract_features
     from maskpre_tf.inference import load_embedder
 
-    del argv
-    values = flags.FLAGS
-    quiet_library_logs()
     if not values.data_dir:
         raise UserError("--data_dir is required (a dataset root with query and gallery)")
     if bool(values.checkpoint) == bool(values.saved_model):
@@ -87,5 +87,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from maskpre_tf.console import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
     define_flags()
     app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))

@@ -14,15 +14,18 @@ from maskpre_tf.errors import quiet_library_logs, run_main
 
 def main(argv: list[str]) -> None:
     """Program entry: train with the configuration given by the flags."""
+    del argv
+    quiet_library_logs()  # before the libraries that log at import (faiss) load
     from maskpre_tf.config import config_from_flags
     from maskpre_tf.training.train_lib import train
 
-    del argv
-    quiet_library_logs()
     train(config_from_flags(flags.FLAGS))
 
 
 if __name__ == "__main__":
+    from maskpre_tf.console import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
     from maskpre_tf.config import define_flags
 
     define_flags()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -315,7 +316,8 @@ class TensorBoardCallback(keras.callbacks.Callback):
 
 
 class ProgressCallback(keras.callbacks.Callback):
-    """One line per epoch with losses and throughput; the per-epoch JSON summary.
+    """Progress inside each epoch (a bar on a terminal, else a line every fifth of the epoch),
+    one line per epoch with losses and throughput, and the per-epoch JSON summary.
 
     The summary (``{"epochs": [...]}``, one entry per finished epoch with its losses, clustering
     and evaluation figures and the seconds spent extracting features, clustering, stepping and
@@ -340,6 +342,7 @@ class ProgressCallback(keras.callbacks.Callback):
         self.steps = steps
         self.summary_path = summary_path
         self.log = log
+        self.interactive = sys.stdout.isatty()
         self.history: list[dict] = []
         if os.path.isfile(summary_path):
             with open(summary_path) as f:
@@ -347,7 +350,9 @@ class ProgressCallback(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
+        self.epoch = epoch
         self.first_step = self.last_step = None
+        self.bar = keras.utils.Progbar(self.steps, unit_name="step") if self.interactive else None
         self.state.timings = {}
 
     def on_train_batch_begin(self, batch, logs=None):
@@ -355,7 +360,17 @@ class ProgressCallback(keras.callbacks.Callback):
             self.first_step = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
+        """Progress inside the epoch: a bar on a terminal, else a line every fifth of it."""
         self.last_step = time.perf_counter()
+        done = batch + 1
+        rate = self.batch_size * done / max(self.last_step - self.first_step, 1e-9)
+        loss = float((logs or {}).get("loss", float("nan")))
+        if self.bar is not None:
+            self.bar.update(done, values=[("loss", loss), ("img/s", rate)])
+        elif done % max(1, self.steps // 5) == 0 and done < self.steps:
+            eta = (self.steps - done) * self.batch_size / max(rate, 1e-9)
+            self.log(f"{self.prefix}epoch {self.epoch + 1}: step {done}/{self.steps}, loss "
+                     f"{loss:.3f}, {rate:.1f} img/s, ETA {eta:.0f} s")
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})

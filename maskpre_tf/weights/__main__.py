@@ -57,5 +57,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    from maskpre_tf.console import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
     define_flags()
     app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))

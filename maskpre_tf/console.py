@@ -1,0 +1,37 @@
+"""A quiet console: TensorFlow's start-up chatter silenced, one line per event that matters.
+
+TensorFlow's C++ runtime prints INFO lines (oneDNN, CUDA probing, CPU features) to the process's
+standard error while it loads, before any logging setting applies; ``TF_CPP_MIN_LOG_LEVEL`` does
+not reach them. :func:`quiet_tensorflow_startup` imports TensorFlow and probes its devices with
+file descriptor 2 pointed at ``/dev/null``, then restores it, so a normal run shows only the
+program's own output. ``TF_CPP_MIN_LOG_LEVEL=0`` (or ``1``) in the environment keeps the
+chatter, for debugging an installation. Python exceptions are unaffected: they are raised after
+the descriptor is restored.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def quiet_tensorflow_startup() -> None:
+    """Import TensorFlow (and list its devices) without its C++ start-up lines."""
+    level = os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if level in ("0", "1") or "tensorflow" in sys.modules:
+        import tensorflow  # noqa: F401
+
+        return
+    sys.stderr.flush()
+    fd = sys.stderr.fileno()
+    saved = os.dup(fd)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()  # the CUDA probe logs here on CPU-only machines
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+        os.close(devnull)

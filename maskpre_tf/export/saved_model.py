@@ -1,0 +1,162 @@
+"""Writing a trained encoder as one numbered version of a TF Serving model base path.
+
+A version is a SavedModel of :class:`maskpre_tf.inference.ServingModule` (signatures
+``serving_default``, ``embed_images``, ``metadata``) with the metadata JSON as an asset and,
+optionally, the warmup requests of :mod:`maskpre_tf.export.warmup`. It is written to a hidden
+temporary directory next to the version directories and renamed into place, so a server polling
+the base path never sees a half-written version; the models.config next to the base path is
+updated afterwards (:mod:`maskpre_tf.export.models_config`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+import tensorflow as tf
+
+from maskpre_tf import runs
+from maskpre_tf.errors import UserError
+from maskpre_tf.export.models_config import models_config_path, write_models_config
+from maskpre_tf.export.warmup import (
+    DEFAULT_WARMUP_BATCH_SIZES,
+    warmup_requests,
+    write_warmup_file,
+)
+from maskpre_tf.inference import METADATA_FILE, ServingModule, build_metadata
+
+
+def existing_versions(export_dir: str) -> list[int]:
+    """Numeric version directories under ``export_dir``, sorted (empty if none/missing)."""
+    if not os.path.isdir(export_dir):
+        return []
+    return sorted(
+        int(name)
+        for name in os.listdir(export_dir)
+        if name.isdigit() and os.path.isdir(os.path.join(export_dir, name))
+    )
+
+
+def next_version(export_dir: str) -> int:
+    """1 + the highest existing version under ``export_dir`` (1 when there is none)."""
+    versions = existing_versions(export_dir)
+    return versions[-1] + 1 if versions else 1
+
+
+def _version_dir(export_dir: str, version: int) -> str:
+    """``<export_dir>/<version>``, checked to be a new, positive version; creates export_dir.
+
+    Raises:
+      UserError: the version is not positive, already exists, or export_dir cannot be created.
+    """
+    if version < 1:
+        raise UserError(f"--version={version}: TF Serving versions are positive integers")
+    final_dir = os.path.join(export_dir, str(version))
+    if os.path.exists(final_dir):
+        raise UserError(
+            f"{final_dir} already exists; pass another --version or leave --version "
+            "out to use the next free number"
+        )
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--export_dir={export_dir}: cannot create it ({err})") from err
+    return final_dir
+
+
+def export_encoder(
+    encoder: tf.Module,
+    cfg,
+    export_dir: str,
+    version: int | None = None,
+    model_name: str | None = None,
+    warmup_batch_sizes: Sequence[int] = DEFAULT_WARMUP_BATCH_SIZES,
+    config_base_path: str | None = None,
+) -> str:
+    """Write ``encoder`` as version ``version`` of a TF Serving model under ``export_dir``.
+
+    Args:
+      encoder: the teacher encoder (RGB pixels 0–255 [B, H, W, 3] → embeddings [B, D]; it
+        normalises them itself).
+      cfg: its ``TrainConfig`` (input size, backbone, digest).
+      export_dir: the model's base path (holds numbered versions).
+      version: the version number; None = next after the highest existing one.
+      model_name: TF Serving model name; None = the basename of ``export_dir``.
+      warmup_batch_sizes: batch sizes of the warmup requests (empty: no warmup file).
+      config_base_path: ``base_path`` written to models.config; None = absolute export_dir.
+
+    Returns:
+      the path of the version directory written.
+    """
+    export_dir = os.path.abspath(export_dir)
+    model_name = model_name or os.path.basename(export_dir.rstrip(os.sep))
+    version = next_version(export_dir) if version is None else int(version)
+    final_dir = _version_dir(export_dir, version)
+    height, width = cfg.data.height, cfg.data.width
+    dim = int(encoder(tf.zeros((1, height, width, 3)), training=False).shape[-1])
+    metadata = build_metadata(cfg, dim, model_name, version)
+    metadata_json = json.dumps(metadata, indent=2, sort_keys=True)
+    # Hidden temporary directory on the same file system: TF Serving ignores non-numeric names,
+    # and the final rename is atomic.
+    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+    try:
+        staging = os.path.join(tmp_dir, "metadata")
+        os.makedirs(staging)
+        metadata_path = os.path.join(staging, METADATA_FILE)
+        with open(metadata_path, "w") as f:
+            f.write(metadata_json)
+        module = ServingModule(encoder, height, width, metadata_json, metadata_path)
+        saved = os.path.join(tmp_dir, "model")
+        tf.saved_model.save(module, saved, signatures=module.signatures())
+        if warmup_batch_sizes:
+            write_warmup_file(saved, warmup_requests(model_name, height, width, warmup_batch_sizes))
+        try:
+            os.rename(saved, final_dir)
+        except OSError as err:
+            raise UserError(
+                f"{final_dir}: could not move the export into place ({err}); was it "
+                "created meanwhile? Pass another --version"
+            ) from err
+    finally:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+    write_models_config(models_config_path(export_dir), model_name, config_base_path or export_dir)
+    return final_dir
+
+
+def export_run(
+    run_dir: str,
+    export_dir: str,
+    version: int | None = None,
+    model_name: str | None = None,
+    warmup_batch_sizes: Sequence[int] = DEFAULT_WARMUP_BATCH_SIZES,
+    config_base_path: str | None = None,
+    prefer_checkpoint: bool = False,
+) -> str:
+    """Export the EMA teacher of a training run directory; see :func:`export_encoder`.
+
+    Args:
+      run_dir: a run's ``--output_dir`` (config.json + teacher.weights.h5 or checkpoints/).
+      prefer_checkpoint: export the latest checkpoint even when teacher.weights.h5 exists.
+      The others: as for :func:`export_encoder`.
+
+    Returns:
+      the path of the version directory written.
+    """
+    if not os.path.isdir(run_dir):
+        raise UserError(
+            f"--checkpoint={run_dir}: no such directory; expected the --output_dir "
+            "of a maskpre_tf.train run"
+        )
+    teacher, cfg = runs.load_teacher(run_dir, prefer_checkpoint=prefer_checkpoint)
+    return export_encoder(
+        teacher,
+        cfg,
+        export_dir,
+        version=version,
+        model_name=model_name,
+        warmup_batch_sizes=warmup_batch_sizes,
+        config_base_path=config_base_path,
+    )
