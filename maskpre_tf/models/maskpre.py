@@ -190,6 +190,27 @@ class MaskPre(keras.Model):
             return masked
         return self._student_parts[1](masked, training=training)
 
+    def mask_panel(self, pixels: tf.Tensor) -> tf.Tensor:
+        """Each input beside its two masked views (dropped cells dark), for TensorBoard.
+
+        Args:
+          pixels: float32 [n, H, W, 3] RGB in 0–255.
+        Returns:
+          uint8 [n, H, 3W, 3], at the target drop rate (or the current one, if higher).
+        """
+        pixels = tf.convert_to_tensor(pixels, tf.float32)
+        fmap = self.masking_map(pixels, training=False)
+        rate = tf.maximum(self.drop_rate(), self.cfg.drop_rate)
+        keys = tf.range(tf.shape(pixels)[0], dtype=tf.int64)
+        panels = [pixels]
+        for view in (0, 1):
+            _, keep = self.dropblock(fmap, self.view_keys(keys, view), rate, training=True)
+            keep = tf.image.resize(
+                tf.cast(keep, tf.float32), tf.shape(pixels)[1:3], method="nearest"
+            )
+            panels.append(pixels * (0.25 + 0.75 * keep))
+        return tf.cast(tf.clip_by_value(tf.concat(panels, axis=2), 0, 255), tf.uint8)
+
     def cluster_losses(self, emb: tf.Tensor, labels: tf.Tensor, index: tf.Tensor) -> tf.Tensor:
         """Per-sample clustering loss [b] of one view's embedding against the memory."""
         cfg = self.cfg

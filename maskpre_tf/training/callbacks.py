@@ -1,9 +1,8 @@
-"""Keras callbacks of a MaskPre run: clustering, evaluation, checkpoints, TensorBoard, progress.
+"""Keras callbacks of a run's epoch end: evaluation, epoch counter, checkpoint, progress.
 
-They share one :class:`RunState` (the pseudo labels, the latest clustering statistics and
-evaluation results) so that each callback does one job and the order of the list decides the
-order of work at each hook: clustering at the start of an epoch; evaluation, then checkpoint,
-then TensorBoard and the progress line at its end.
+With the clustering callback (:mod:`.clustering_callback`) and TensorBoard (:mod:`.tensorboard`)
+they share one :class:`~maskpre_tf.training.state.RunState`, so each callback does one job and
+the order of the list decides the order of work at each hook (see :mod:`.loop`).
 """
 
 from __future__ import annotations
@@ -13,150 +12,15 @@ import os
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from maskpre_tf import runs
-from maskpre_tf.clustering.auto_eps import nearest_distances
-from maskpre_tf.clustering.cluster import cluster_statistics, pseudo_labels
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.data.datasets import Record
-from maskpre_tf.data.sampler import PKSampler
-from maskpre_tf.errors import UserError
-from maskpre_tf.evaluation.extract import evaluate_model, extract_features
-from maskpre_tf.training.loop import sum_over_workers, worker_info
-
-
-@dataclass
-class RunState:
-    """Mutable state shared by the callbacks of one run.
-
-    pseudo_labels: int64 variable [N] (checkpointed), -1 = outlier or not yet clustered.
-    epoch: int64 variable, number of finished epochs (checkpointed; see :class:`EpochCounter`).
-    cluster_stats / eval_results: the latest figures, merged into the epoch logs.
-    """
-
-    pseudo_labels: tf.Variable
-    epoch: tf.Variable
-    cluster_stats: dict = field(default_factory=dict)
-    eval_results: dict = field(default_factory=dict)
-    best_map: tf.Variable | None = None  # float64 variable, best validation mAP (checkpointed)
-    timings: dict = field(default_factory=dict)
-    nearest_distances: np.ndarray | None = None  # each image's Jaccard distance to its nearest
-
-
-def outliers_as_instances(labels: np.ndarray) -> np.ndarray:
-    """Give every outlier (-1) its own new cluster id after the existing ones.
-
-    SpCL's hybrid memory (Ge et al., NeurIPS 2020) keeps un-clustered instances as their own
-    classes instead of discarding them. labels [N] in -1..K-1 → [N] in 0..K+n_outliers-1.
-    """
-    out = labels.copy()
-    outliers = out < 0
-    out[outliers] = out.max(initial=-1) + 1 + np.arange(int(outliers.sum()))
-    return out
-
-
-class TooFewClustersError(UserError):
-    """Clustering found too few clusters for one P x K batch; the run cannot proceed."""
-
-
-class ClusteringCallback(keras.callbacks.Callback):
-    """At each epoch's start: teacher features → pseudo labels → prototypes and sampler.
-
-    Ground-truth training ids (when the dataset has them) are used only for NMI/ARI
-    diagnostics. A clustering with fewer clusters than a batch needs stops the run with
-    :class:`TooFewClustersError` (a user error naming eps, clusters, outliers and what to try):
-    without training the next clustering would see the same features, so skipping epochs would
-    only end in a run that trained nothing.
-    """
-
-    def __init__(
-        self,
-        state: RunState,
-        train: Sequence[Record],
-        sampler: PKSampler,
-        cfg: TrainConfig,
-        embed: Callable,
-        log: Callable[[str], None] = print,
-    ):
-        super().__init__()
-        self.state = state
-        self.paths = [r.path for r in train]
-        self.camids = np.array([r.camid for r in train])
-        pids = np.array([r.pid for r in train])
-        self.true_pids = pids if (pids >= 0).all() else None
-        self.sampler = sampler
-        self.cfg = cfg
-        self.embed = embed
-        self.log = log
-
-    def features(self, strategy, worker) -> np.ndarray:
-        """Embeddings [N, D] of all training images; each worker embeds its share."""
-        rows = np.arange(len(self.paths))[worker.index :: worker.count]
-        local = extract_features(
-            self.embed, [self.paths[i] for i in rows], self.cfg.data.height, self.cfg.data.width
-        )
-        if worker.count == 1:
-            return local
-        full = np.zeros((len(self.paths), local.shape[1]), np.float32)
-        full[rows] = local
-        return sum_over_workers(strategy, full)
-
-    def on_epoch_begin(self, epoch, logs=None):
-        cfg = self.cfg.clustering
-        start = time.perf_counter()
-        strategy = self.model.distribute_strategy
-        worker = worker_info(strategy)
-        features = self.features(strategy, worker)
-        extracted = time.perf_counter()
-        labels = np.zeros(len(self.paths), np.float64)
-        eps, nearest = 0.0, None
-        if worker.is_chief:  # the chief clusters; every worker receives its labels
-            labels, eps, dist = pseudo_labels(
-                features,
-                cfg.fixed_eps,
-                min_samples=cfg.min_samples,
-                k1=cfg.k1,
-                k2=cfg.k2,
-                camids=self.camids if cfg.camera_aware else None,
-            )
-            nearest = nearest_distances(dist)
-        shared = sum_over_workers(strategy, np.append(labels.astype(np.float64), eps))
-        labels, eps = np.rint(shared[:-1]).astype(np.int64), float(shared[-1])
-        stats = cluster_statistics(labels, self.true_pids)
-        stats["eps"] = eps
-        self.state.nearest_distances = nearest
-        stats["extract_seconds"] = extracted - start
-        stats["cluster_seconds"] = time.perf_counter() - extracted
-        self.state.cluster_stats = stats
-        if cfg.outliers == "instances":
-            labels = outliers_as_instances(labels)
-        self.state.pseudo_labels.assign(labels.astype(np.int64))
-        needed = self.cfg.optim.num_ids_per_batch
-        if int(labels.max(initial=-1)) + 1 < needed:
-            raise TooFewClustersError(
-                f"epoch {epoch + 1}: clustering at eps {eps:.3f} found "
-                f"{stats['num_clusters']} clusters and {stats['num_outliers']} outliers among "
-                f"{len(labels)} images, fewer clusters than the {needed} identities a batch "
-                "needs; nothing was trained on them and the next epoch would cluster the same "
-                "features, so the run stops (the last checkpoint is kept). Try --eps=auto, a "
-                "larger --eps (more images join clusters) or a smaller one (merged clusters "
-                "split), --outliers=instances, or fewer identities per batch (--batch_size / "
-                "--num_instances)"
-            )
-        with self.model.distribute_strategy.scope():
-            self.model.reset_memories(features, labels, self.camids)
-        self.sampler.set_labels(labels)
-        diag = "".join(f", {k} {stats[k]:.3f}" for k in ("nmi", "ari") if k in stats)
-        self.log(
-            f"epoch {epoch + 1}: eps {eps:.3f}: {stats['num_clusters']} clusters, "
-            f"{stats['num_outliers']} outliers{diag} (features {stats['extract_seconds']:.0f} s, "
-            f"clustering {stats['cluster_seconds']:.0f} s)"
-        )
+from maskpre_tf.evaluation.extract import evaluate_model
+from maskpre_tf.training.state import RunState
 
 
 class EvaluationCallback(keras.callbacks.Callback):
@@ -253,68 +117,6 @@ class CheckpointCallback(keras.callbacks.Callback):
         self.manager.save(checkpoint_number=epoch + 1)
 
 
-class TensorBoardCallback(keras.callbacks.Callback):
-    """Writes every loss term, lr, drop rate, clustering (eps, counts, agreement, timings) and
-    evaluation figures per epoch, the histogram of each image's Jaccard distance to its nearest
-    neighbour, and an image panel of a few inputs with their two DropBlock masks."""
-
-    def __init__(self, state: RunState, log_dir: str, sample_images: np.ndarray | None = None):
-        super().__init__()
-        self.state = state
-        self.writer = tf.summary.create_file_writer(log_dir)
-        self.sample_images = sample_images
-
-    def on_epoch_end(self, epoch, logs=None):
-        model = self.model
-        step = epoch + 1
-        scalars = dict(logs or {})
-        scalars["lr"] = float(model.optimizer.learning_rate)
-        scalars["drop_rate"] = float(model.drop_rate())
-        scalars["ema_momentum"] = float(model.ema_momentum())
-        for key in (
-            "num_clusters",
-            "num_outliers",
-            "nmi",
-            "ari",
-            "pairwise_precision",
-            "pairwise_recall",
-            "eps",
-            "extract_seconds",
-            "cluster_seconds",
-        ):
-            if key in self.state.cluster_stats:
-                scalars[f"clustering/{key}"] = float(self.state.cluster_stats[key])
-        for key, value in self.state.eval_results.items():
-            scalars[f"eval/{key}"] = float(value)
-        with self.writer.as_default(step=step):
-            for name, value in scalars.items():
-                tf.summary.scalar(name, value)
-            if self.state.nearest_distances is not None:
-                tf.summary.histogram(
-                    "clustering/nearest_jaccard_distance", self.state.nearest_distances, buckets=50
-                )
-            if self.sample_images is not None:
-                tf.summary.image("inputs_and_masks", self.mask_panel(), max_outputs=8)
-        self.writer.flush()
-
-    def mask_panel(self) -> tf.Tensor:
-        """[n, H, 3W, 3] uint8: each input beside its two masked views (dropped cells dark)."""
-        model = self.model
-        pixels = tf.convert_to_tensor(self.sample_images)
-        fmap = model.masking_map(pixels, training=False)
-        rate = tf.maximum(model.drop_rate(), model.cfg.drop_rate)
-        keys = tf.range(tf.shape(pixels)[0], dtype=tf.int64)
-        panels = [pixels]
-        for view in (0, 1):
-            _, keep = model.dropblock(fmap, model.view_keys(keys, view), rate, training=True)
-            keep = tf.image.resize(
-                tf.cast(keep, tf.float32), tf.shape(pixels)[1:3], method="nearest"
-            )
-            panels.append(pixels * (0.25 + 0.75 * keep))
-        panel = tf.concat(panels, axis=2)
-        return tf.cast(tf.clip_by_value(panel, 0, 255), tf.uint8)
-
-
 class ProgressCallback(keras.callbacks.Callback):
     """Progress inside each epoch (a bar on a terminal, else a line every fifth of the epoch),
     one line per epoch with losses and throughput, and the per-epoch JSON summary.
@@ -369,8 +171,10 @@ class ProgressCallback(keras.callbacks.Callback):
             self.bar.update(done, values=[("loss", loss), ("img/s", rate)])
         elif done % max(1, self.steps // 5) == 0 and done < self.steps:
             eta = (self.steps - done) * self.batch_size / max(rate, 1e-9)
-            self.log(f"{self.prefix}epoch {self.epoch + 1}: step {done}/{self.steps}, loss "
-                     f"{loss:.3f}, {rate:.1f} img/s, ETA {eta:.0f} s")
+            self.log(
+                f"{self.prefix}epoch {self.epoch + 1}: step {done}/{self.steps}, loss "
+                f"{loss:.3f}, {rate:.1f} img/s, ETA {eta:.0f} s"
+            )
 
     def on_epoch_end(self, epoch, logs=None):
         logs = dict(logs or {})

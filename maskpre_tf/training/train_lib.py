@@ -30,7 +30,10 @@ from maskpre_tf.models.maskpre import build_maskpre
 from maskpre_tf.models.optimizer import make_optimizer
 from maskpre_tf.models.supervised import SupervisedReid
 from maskpre_tf.training import callbacks as cb
+from maskpre_tf.training.clustering_callback import ClusteringCallback
 from maskpre_tf.training.loop import Trainer, make_strategy, worker_info
+from maskpre_tf.training.state import RunState
+from maskpre_tf.training.tensorboard import TensorBoardCallback
 
 SOURCE_SEED_OFFSET = 1000
 
@@ -110,7 +113,7 @@ def pretrain_on_source(
         optim.num_instances,
         seed=cfg.run.seed,
     )
-    state = cb.RunState(
+    state = RunState(
         pseudo_labels=tf.Variable([0], dtype=tf.int64), epoch=tf.Variable(0, dtype=tf.int64)
     )
     dataset = make_train_dataset(
@@ -142,7 +145,7 @@ def pretrain_on_source(
 
 
 def restore_or_start(
-    checkpoint: tf.train.Checkpoint, run_dir: str, input_norm: tf.Variable, state: cb.RunState
+    checkpoint: tf.train.Checkpoint, run_dir: str, input_norm: tf.Variable, state: RunState
 ) -> int:
     """Restore the run's latest checkpoint if there is one; returns the epochs already done.
 
@@ -184,7 +187,7 @@ def train(cfg: TrainConfig) -> dict:
         runs.write_config(cfg, out_dir, log=log)
     with strategy.scope():
         model = build_maskpre(cfg, len(data.train), strategy.num_replicas_in_sync)
-    state = cb.RunState(
+    state = RunState(
         pseudo_labels=tf.Variable(np.full(len(data.train), -1, np.int64), trainable=False),
         epoch=tf.Variable(0, dtype=tf.int64, trainable=False),
         best_map=tf.Variable(-1.0, dtype=tf.float64, trainable=False),
@@ -272,7 +275,7 @@ def train(cfg: TrainConfig) -> dict:
         state, optim.batch_size, optim.iters, os.path.join(own_dir, runs.SUMMARY_EPOCHS), log=log
     )
     callbacks = [
-        cb.ClusteringCallback(state, data.train, sampler, cfg, embed_for_clusters, log=log),
+        ClusteringCallback(state, data.train, sampler, cfg, embed_for_clusters, log=log),
         cb.EvaluationCallback(
             state,
             data.query if is_chief else [],
@@ -292,7 +295,7 @@ def train(cfg: TrainConfig) -> dict:
     ]
     if is_chief:
         callbacks.append(
-            cb.TensorBoardCallback(state, os.path.join(out_dir, runs.LOGS), sample_images=sample)
+            TensorBoardCallback(state, os.path.join(out_dir, runs.LOGS), sample_images=sample)
         )
     trainer = Trainer(model, strategy, dataset, optim.iters, callbacks, run_cfg.steps_per_loop)
     trainer.fit(initial_epoch, optim.epochs)
