@@ -8,7 +8,7 @@ over the resident size just before the call.
 
 Configurations (``k1 = 30``, ``k2 = 6``, ``eps = 0.6``, ``min_samples = 4``, the default
 cluster-contrast neighbourhood convention on both paths; the dense reference is
-``tests/reference_kreciprocal.cluster_dense``):
+``tests/reference_jaccard.cluster_dense``):
 
 * full run: ``N = 12,936`` and ``32,621`` at ``d = 2048`` (Market-1501 and MSMT17 training-set
   sizes), sparse path and dense reference; sparse path alone at ``N = 100,000`` (exact k-NN) and
@@ -113,7 +113,7 @@ def mixture_features(
 def worker(cfg: Config, seed: int, labels_out: str) -> dict:
     """Run one configuration in this process and return its measurements."""
     import faiss
-    from reference_kreciprocal import cluster_dense
+    from reference_jaccard import cluster_dense
 
     from maskpre_tf.clustering.cluster import cluster, cluster_statistics
     from maskpre_tf.clustering.jaccard import neighbour_depth

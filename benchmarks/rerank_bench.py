@@ -4,7 +4,7 @@ Both paths start from query and gallery embeddings and end with CMC and mAP (tor
 settings: cosine distances, k1 20, k2 6, λ 0.3):
 
 * dense: ``pairwise_distance`` three times (q-g, q-q, g-g), then the dense re-ranking
-  maskpre-tf shipped before the sparse path (``tests/reference_kreciprocal.re_ranking_dense``,
+  maskpre-tf shipped before the sparse path (``tests/reference_rerank.re_ranking_dense``,
   one dense ``(Nq + Ng)^2`` float32 working matrix), then ``evaluate_rank``;
 * sparse: ``evaluate_rank_blocks(re_ranked_blocks(qf, gf))``, what
   ``evaluate_features(..., rerank=True)`` runs: no ``Nq x Ng`` or ``N^2`` matrix is held.
@@ -127,7 +127,7 @@ def _compared(
 
 def worker(spec: dict) -> dict:
     """Run one configuration in this process and return its measurements."""
-    from reference_kreciprocal import re_ranking_dense
+    from reference_rerank import re_ranking_dense
 
     from maskpre_tf.evaluation.distance import distance_blocks, pairwise_distance
     from maskpre_tf.evaluation.ranking import evaluate_rank, evaluate_rank_blocks

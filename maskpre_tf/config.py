@@ -362,7 +362,7 @@ def config_from_flags(flag_values: flags.FlagValues, resolve_weights: bool = Tru
     :func:`maskpre_tf.weights.resolve_origin`), so a bad weights file fails at start-up;
     ``resolve_weights=False`` skips that (reading a flagfile on a machine without the weights).
     """
-    from maskpre_tf.weights import resolve_origin
+    from maskpre_tf.weights.origin import resolve_origin
 
     values = {f.name: flag_values[f.name].value for _, f in flag_fields()}
     config = TrainConfig().replace(**values)

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from reference_kreciprocal import cluster_dense, jaccard_distance_dense
+from reference_jaccard import cluster_dense, jaccard_distance_dense
 from sklearn.metrics import adjusted_rand_score
 
 from maskpre_tf.clustering.cluster import (

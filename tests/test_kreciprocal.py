@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from reference_kreciprocal import jaccard_rows
+from reference_jaccard import jaccard_rows
 
 from maskpre_tf import kreciprocal as kr
 from maskpre_tf.clustering.knn import knn_search, l2_normalize

@@ -1,7 +1,7 @@
-"""Tests for maskpre_tf.models.memory: cluster and camera memories, their updates and losses.
+"""Tests for maskpre_tf.models.memory: the row updates (update_rows) and ClusterMemory.
 
-Hand cases use 2-D unit vectors, whose momentum steps are rotations that can be read off; the
-camera losses are checked against a direct NumPy transcription of CAP's formulas.
+Hand cases use 2-D unit vectors, whose momentum steps are rotations that can be read off. The
+camera-aware memory (camera_proxies, CameraMemory) is tested in test_camera_memory.py.
 """
 
 from __future__ import annotations
@@ -19,32 +19,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from memory_reference import normalize, step, unit  # noqa: E402
 
-from maskpre_tf.models.memory import (  # noqa: E402
-    UPDATES,
-    CameraMemory,
-    ClusterMemory,
-    camera_proxies,
-    momentum_step,
-    update_rows,
-)
+from maskpre_tf.models.memory import UPDATES, ClusterMemory, momentum_step, update_rows  # noqa: E402
 
 REPO_ROOT = str(Path(__file__).resolve().parents[1])
-
-
-def _unit(degrees: float) -> list[float]:
-    """The 2-D unit vector at an angle (degrees from the x axis)."""
-    return [math.cos(math.radians(degrees)), math.sin(math.radians(degrees))]
-
-
-def _normalize(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, np.float64)
-    return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _step(row: np.ndarray, feature: np.ndarray, momentum: float) -> np.ndarray:
-    """NumPy momentum step: normalize(m * row + (1 - m) * normalize(feature))."""
-    return _normalize(momentum * np.asarray(row, np.float64) + (1 - momentum) * _normalize(feature))
 
 
 def _table(rows) -> tf.Variable:
@@ -54,7 +33,7 @@ def _table(rows) -> tf.Variable:
 def _random_case(seed=0, capacity=6, dim=4, batch=12):
     """A unit-row table and a batch with repeated rows, outliers and untouched rows."""
     rng = np.random.default_rng(seed)
-    table = _normalize(rng.normal(size=(capacity, dim))).astype(np.float32)
+    table = normalize(rng.normal(size=(capacity, dim))).astype(np.float32)
     features = rng.normal(size=(batch, dim)).astype(np.float32) * rng.uniform(0.5, 3.0, (batch, 1))
     rows = np.array([0, 2, 2, -1, 0, 5, 2, 0, -1, 3, 5, 2][:batch], np.int32)
     return table, features.astype(np.float32), rows
@@ -87,7 +66,7 @@ def test_mean_update_takes_one_step_with_the_batch_mean():
     features = tf.constant([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]])
     update_rows(table, features, tf.constant([1, 1, -1], tf.int64), momentum=0.5, mode="mean")
     out = table.numpy()
-    np.testing.assert_allclose(out[1], _unit(22.5), rtol=1e-6)
+    np.testing.assert_allclose(out[1], unit(22.5), rtol=1e-6)
     np.testing.assert_array_equal(out[0], [0.0, 1.0])
 
 
@@ -96,9 +75,9 @@ def test_mean_update_matches_numpy_on_a_random_case():
     table = _table(table0)
     update_rows(table, features, rows, momentum=0.2, mode="mean")
     expected = table0.astype(np.float64)
-    unit = _normalize(features)
+    directions = normalize(features)
     for row in np.unique(rows[rows >= 0]):
-        expected[row] = _step(table0[row], unit[rows == row].mean(axis=0), 0.2)
+        expected[row] = step(table0[row], directions[rows == row].mean(axis=0), 0.2)
     np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(table.numpy()[[1, 4]], table0[[1, 4]])
 
@@ -112,12 +91,12 @@ def test_instance_update_hand_case_steps_sample_by_sample():
     table = _table([[0.0, 1.0], [1.0, 0.0]])
     features = tf.constant([[2.0, 0.0], [0.0, 5.0], [1.0, 1.0]])
     update_rows(table, features, tf.constant([1, 1, -1]), momentum=0.5, mode="instance")
-    np.testing.assert_allclose(table.numpy()[1], _unit(45.0), rtol=1e-6)
+    np.testing.assert_allclose(table.numpy()[1], unit(45.0), rtol=1e-6)
     np.testing.assert_array_equal(table.numpy()[0], [0.0, 1.0])
     # In the other order: 0 -> 45 degrees, then back towards 0: 22.5 degrees.
     table = _table([[0.0, 1.0], [1.0, 0.0]])
     update_rows(table, features[1::-1], tf.constant([1, 1]), momentum=0.5, mode="instance")
-    np.testing.assert_allclose(table.numpy()[1], _unit(22.5), rtol=1e-6)
+    np.testing.assert_allclose(table.numpy()[1], unit(22.5), rtol=1e-6)
 
 
 def test_instance_update_equals_momentum_steps_in_batch_order():
@@ -127,7 +106,7 @@ def test_instance_update_equals_momentum_steps_in_batch_order():
     expected = table0.astype(np.float64)
     for feature, row in zip(features, rows, strict=True):
         if row >= 0:
-            expected[row] = _step(expected[row], feature, 0.3)
+            expected[row] = step(expected[row], feature, 0.3)
     np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
     # the same through momentum_step, one sample at a time
     stepped = tf.constant(table0)
@@ -148,24 +127,24 @@ def test_instance_update_equals_momentum_steps_in_batch_order():
 def test_hard_update_steps_with_the_least_similar_sample():
     # Row 0 at 0 degrees: samples at 10, 80 and 40 degrees; the least similar is at 80 degrees.
     # Row 1 at 90 degrees: samples at 60 and 170 degrees; the least similar is at 170 degrees.
-    table = _table([_unit(0.0), _unit(90.0), [0.0, 1.0]])
+    table = _table([unit(0.0), unit(90.0), [0.0, 1.0]])
     angles = [10.0, 60.0, 80.0, 135.0, 170.0, 40.0]
-    features = tf.constant([_unit(a) for a in angles]) * tf.constant([[1.0], [2.0], [3.0]] * 2)
+    features = tf.constant([unit(a) for a in angles]) * tf.constant([[1.0], [2.0], [3.0]] * 2)
     rows = tf.constant([0, 1, 0, -1, 1, 0])
     update_rows(table, features, rows, momentum=0.5, mode="hard")
     out = table.numpy()
-    np.testing.assert_allclose(out[0], _unit(40.0), rtol=1e-6)  # bisector of 0 and 80
-    np.testing.assert_allclose(out[1], _unit(130.0), rtol=1e-6)  # bisector of 90 and 170
+    np.testing.assert_allclose(out[0], unit(40.0), rtol=1e-6)  # bisector of 0 and 80
+    np.testing.assert_allclose(out[1], unit(130.0), rtol=1e-6)  # bisector of 90 and 170
     np.testing.assert_array_equal(out[2], [0.0, 1.0])
 
 
 def test_hard_update_ties_take_the_first_sample():
     # Samples at +60 and -60 degrees are equally similar to a row at 0 degrees.
     for first, second in ((60.0, -60.0), (-60.0, 60.0)):
-        table = _table([_unit(0.0)])
-        features = tf.constant([_unit(10.0), _unit(first), _unit(second)])
+        table = _table([unit(0.0)])
+        features = tf.constant([unit(10.0), unit(first), unit(second)])
         update_rows(table, features, tf.constant([0, 0, 0]), momentum=0.5, mode="hard")
-        np.testing.assert_allclose(table.numpy()[0], _unit(first / 2), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(table.numpy()[0], unit(first / 2), rtol=1e-6, atol=1e-7)
 
 
 def test_hard_update_matches_numpy_on_a_random_case():
@@ -173,11 +152,11 @@ def test_hard_update_matches_numpy_on_a_random_case():
     table = _table(table0)
     update_rows(table, features, rows, momentum=0.2, mode="hard")
     expected = table0.astype(np.float64)
-    unit = _normalize(features)
+    directions = normalize(features)
     for row in np.unique(rows[rows >= 0]):
         members = np.flatnonzero(rows == row)
-        hardest = members[np.argmin(unit[members] @ table0[row])]
-        expected[row] = _step(table0[row], features[hardest], 0.2)
+        hardest = members[np.argmin(directions[members] @ table0[row])]
+        expected[row] = step(table0[row], features[hardest], 0.2)
     np.testing.assert_allclose(table.numpy(), expected, rtol=1e-5, atol=1e-6)
 
 
@@ -327,149 +306,3 @@ def test_cluster_memory_logits_pass_gradients_to_features_only():
     assert grad_table is None
     # d/dx (x_0 / |x|) / 0.5 at (3, 4) = 2 (1/5 - 9/125, -12/125)
     np.testing.assert_allclose(grad_features.numpy(), [[2 * 16 / 125, -2 * 12 / 125]], rtol=1e-5)
-
-
-# ----------------------------------------------------------------------------------- camera proxies
-
-# 7 images: clusters 0, 0, 0, 1, 1, 2 and an outlier; camera ids need not be contiguous.
-LABELS = np.array([0, 0, 0, 1, 1, 2, -1])
-CAMIDS = np.array([5, 2, 2, 5, 7, 5, 2])
-# Proxies by (cluster, camera): (0, 2) = 0, (0, 5) = 1, (1, 5) = 2, (1, 7) = 3, (2, 5) = 4.
-PROXY_OF = [1, 0, 0, 2, 3, 4, -1]
-
-
-def test_camera_proxies_number_the_cluster_camera_pairs():
-    proxy_of, clusters, cameras = camera_proxies(LABELS, CAMIDS)
-    np.testing.assert_array_equal(proxy_of, PROXY_OF)
-    np.testing.assert_array_equal(clusters, [0, 0, 1, 1, 2])
-    np.testing.assert_array_equal(cameras, [2, 5, 5, 7, 5])
-    proxy_of, clusters, cameras = camera_proxies([-1, -1], [0, 1])
-    np.testing.assert_array_equal(proxy_of, [-1, -1])
-    assert len(clusters) == 0 and len(cameras) == 0
-
-
-def _camera_memory(features=None, capacity=8):
-    if features is None:
-        features = np.array(
-            [
-                _unit(10.0),
-                _unit(80.0),
-                _unit(100.0),
-                _unit(200.0),
-                _unit(250.0),
-                _unit(300.0),
-                _unit(45.0),
-            ],
-            np.float32,
-        )
-    memory = CameraMemory(capacity=capacity, dim=features.shape[1], num_train=len(LABELS))
-    memory.reset(features, LABELS, CAMIDS)
-    return memory
-
-
-def test_camera_memory_reset_holds_one_centroid_per_cluster_and_camera():
-    memory = _camera_memory()
-    assert int(memory.num_active) == 5
-    table = memory.table.numpy()
-    # (0, 2): images at 80 and 100 degrees -> 90; every other pair has one image
-    np.testing.assert_allclose(table[0], _unit(90.0), atol=1e-6)
-    for proxy, angle in ((1, 10.0), (2, 200.0), (3, 250.0), (4, 300.0)):
-        np.testing.assert_allclose(table[proxy], _unit(angle), atol=1e-6)
-    assert not table[5:].any()  # the outlier (45 degrees) is in no proxy
-    np.testing.assert_array_equal(memory.proxy_cluster.numpy(), [0, 0, 1, 1, 2, -1, -1, -1])
-    np.testing.assert_array_equal(memory.proxy_camera.numpy(), [2, 5, 5, 7, 5, -1, -1, -1])
-    np.testing.assert_array_equal(memory.sample_proxy.numpy(), PROXY_OF)
-
-
-def _cap_losses(features, index, table, temperature, hard_negatives):
-    """CAP's intra- and inter-camera losses, straight from their formulas (NumPy, float64)."""
-    _, clusters, cameras = camera_proxies(LABELS, CAMIDS)
-    proxy_of = np.asarray(PROXY_OF)[index]
-    scores = _normalize(features) @ np.asarray(table, np.float64)[: len(clusters)].T / temperature
-    intra, inter = np.zeros(len(index)), np.zeros(len(index))
-    for i, own in enumerate(proxy_of):
-        if own < 0:
-            continue
-        s = scores[i]
-        same_camera = np.flatnonzero(cameras == cameras[own])
-        intra[i] = -(s[own] - np.log(np.exp(s[same_camera]).sum()))
-        positives = np.flatnonzero(clusters == clusters[own])
-        others = np.flatnonzero(clusters != clusters[own])
-        hardest = others[np.argsort(-s[others])[:hard_negatives]]
-        norm = np.exp(s[positives]).sum() + np.exp(s[hardest]).sum()
-        inter[i] = np.mean([-np.log(np.exp(s[p]) / norm) for p in positives])
-    return intra, inter
-
-
-@pytest.mark.parametrize("hard_negatives", [1, 2, 50])
-def test_camera_memory_losses_match_cap_formulas(hard_negatives):
-    rng = np.random.default_rng(hard_negatives)
-    memory = _camera_memory(rng.normal(size=(7, 4)).astype(np.float32))
-    index = np.array([0, 6, 3, 1, 4, 5, 2, 6])  # every image once, the outlier twice
-    features = rng.normal(size=(len(index), 4)).astype(np.float32)
-    intra, inter = memory.losses(tf.constant(features), tf.constant(index), 0.5, hard_negatives)
-    expected_intra, expected_inter = _cap_losses(
-        features, index, memory.table.numpy(), 0.5, hard_negatives
-    )
-    np.testing.assert_allclose(intra.numpy(), expected_intra, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(inter.numpy(), expected_inter, rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(intra.numpy()[[1, 7]], 0.0)  # the outlier
-    np.testing.assert_array_equal(inter.numpy()[[1, 7]], 0.0)
-    assert intra.dtype == tf.float32 and intra.shape == (len(index),)
-
-
-def test_camera_memory_losses_hand_values():
-    memory = _camera_memory()
-    # Image 3 (cluster 1, camera 5) at 200 degrees, scored with temperature 1 against the
-    # proxies at 90, 10, 200, 250 and 300 degrees.
-    feature = tf.constant([_unit(200.0)])
-    intra, inter = memory.losses(feature, tf.constant([3]), 1.0, 1)
-    s = np.cos(np.radians([110.0, 190.0, 0.0, 50.0, 100.0]))
-    # intra: softmax over the camera-5 proxies 1, 2, 4, at its own proxy 2
-    expected_intra = -s[2] + np.log(np.exp(s[[1, 2, 4]]).sum())
-    # inter: positives 2 and 3, the hardest other-cluster proxy is 4 (cos 100 > cos 110, cos 190)
-    log_norm = np.log(np.exp(s[[2, 3, 4]]).sum())
-    expected_inter = np.mean([log_norm - s[p] for p in (2, 3)])
-    np.testing.assert_allclose(intra.numpy(), [expected_intra], rtol=1e-5)
-    np.testing.assert_allclose(inter.numpy(), [expected_inter], rtol=1e-5)
-    # Image 4 (cluster 1, camera 7) is alone in camera 7: its intra-camera softmax is certain.
-    intra, _ = memory.losses(tf.constant([_unit(123.0)]), tf.constant([4]), 0.07, 50)
-    np.testing.assert_allclose(intra.numpy(), [0.0], atol=1e-6)
-
-
-def test_camera_memory_inter_loss_without_other_clusters_spreads_over_positives():
-    labels, camids = np.array([0, 0, 0]), np.array([1, 2, 1])
-    memory = CameraMemory(capacity=3, dim=2, num_train=3)
-    memory.reset(np.array([_unit(0.0), _unit(90.0), _unit(30.0)], np.float32), labels, camids)
-    # Proxies: (cluster 0, camera 1) at 15 degrees, (cluster 0, camera 2) at 90 degrees.
-    intra, inter = memory.losses(tf.constant([_unit(45.0)] * 3), tf.constant([0, 1, 2]), 0.1, 50)
-    s = np.cos(np.radians([30.0, 45.0])) / 0.1  # no negatives: a softmax over the 2 positives
-    expected = np.log(np.exp(s).sum()) - s.mean()
-    np.testing.assert_allclose(inter.numpy(), expected, rtol=1e-5)
-    assert np.all(np.isfinite(intra.numpy()))
-
-
-def test_camera_memory_losses_give_gradients_to_features_only():
-    memory = _camera_memory()
-    features = tf.Variable([_unit(200.0), _unit(20.0)])
-    with tf.GradientTape() as tape:
-        tape.watch(memory.table)
-        intra, inter = memory.losses(features, tf.constant([3, 0]), 0.07, 50)
-        total = tf.reduce_sum(intra + inter)
-    grad_features, grad_table = tape.gradient(total, [features, memory.table])
-    assert grad_table is None
-    assert np.all(np.isfinite(grad_features.numpy())) and np.abs(grad_features.numpy()).sum() > 0
-
-
-def test_camera_memory_update_steps_each_sample_proxy_in_order():
-    memory = _camera_memory()
-    table0 = memory.table.numpy()
-    features = np.array([_unit(0.0), _unit(30.0), _unit(60.0), _unit(5.0)], np.float32)
-    index = tf.constant([1, 6, 2, 3])  # proxies 0, none (outlier), 0, 2
-    memory.update(tf.constant(features), index, momentum=0.5)
-    expected = table0.astype(np.float64)
-    expected[0] = _step(_step(table0[0], features[0], 0.5), features[2], 0.5)
-    expected[2] = _step(table0[2], features[3], 0.5)
-    np.testing.assert_allclose(memory.table.numpy(), expected, rtol=1e-5, atol=1e-6)
-    # proxy 0 at 90 degrees: -> 45 (with 0 degrees) -> 52.5 (with 60 degrees)
-    np.testing.assert_allclose(memory.table.numpy()[0], _unit(52.5), atol=1e-6)

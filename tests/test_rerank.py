@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from reference_kreciprocal import re_ranking_dense, re_ranking_rows
+from reference_rerank import re_ranking_dense, re_ranking_rows
 
 from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation import rerank, working_distance

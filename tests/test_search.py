@@ -1,8 +1,11 @@
-"""Tests of gallery search: ranking, cache, unreadable files, pictures, HTML, both model kinds."""
+"""Tests of the whole gallery search: ranking, cache, unreadable files, both model kinds, CLI.
+
+The pictures and the HTML page are tested in test_search_render.py, labels in
+test_search_files.py.
+"""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -11,32 +14,16 @@ import sys
 
 import numpy as np
 import pytest
-from PIL import Image
+from search_setup import ROOT, counting, make_gallery, make_run_dir
 
-from maskpre_tf import inference, runs, search
-from maskpre_tf.config import TrainConfig
+from maskpre_tf import inference, search
 from maskpre_tf.errors import UserError
-from maskpre_tf.models.maskpre import build_encoder
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Gallery files copied as queries (different identities, different cameras).
-QUERY_PICKS = (0, 9, 21, 33)
+from maskpre_tf.search import cache
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A training run's output layout with a tiny seeded teacher (64x32 resnet_small)."""
-    import keras
-
-    keras.utils.set_random_seed(3)
-    out = tmp_path_factory.mktemp("search_run")
-    cfg = TrainConfig().replace(
-        backbone="resnet_small", backbone_weights="none", height=64, width=32, output_dir=str(out)
-    )
-    teacher = build_encoder(cfg.model, (64, 32, 3), name="teacher")
-    runs.write_config(cfg, str(out))
-    teacher.save_weights(str(out / runs.TEACHER_WEIGHTS))
-    return str(out)
+    return make_run_dir(tmp_path_factory.mktemp("search_run"))
 
 
 @pytest.fixture(scope="module")
@@ -46,41 +33,8 @@ def embedder(run_dir):
 
 @pytest.fixture()
 def gallery(synth_market, tmp_path):
-    """(gallery dir with 2 bad files, query dir with copies of gallery files + 1 bad file)."""
-    gallery_dir = tmp_path / "gallery"
-    shutil.copytree(os.path.join(synth_market, "bounding_box_test"), gallery_dir)
-    names = sorted(n for n in os.listdir(gallery_dir) if int(n.split("_")[0]) > 0)
-    good = names[0]
-    (gallery_dir / "0099_c1s1_000001_01.jpg").write_bytes(b"definitely not a JPEG")
-    data = (gallery_dir / good).read_bytes()
-    (gallery_dir / "0098_c1s1_000001_01.jpg").write_bytes(data[: len(data) // 2])
-    query_dir = tmp_path / "query"
-    query_dir.mkdir()
-    for i in QUERY_PICKS:
-        shutil.copy(gallery_dir / names[i], query_dir / names[i])
-    (query_dir / "0097_c1s1_000001_01.png").write_bytes(b"")
-    return str(gallery_dir), str(query_dir), [names[i] for i in QUERY_PICKS]
-
-
-def counting(inner: inference.Embedder) -> tuple[inference.Embedder, list[int]]:
-    """The same embedder, counting the images it embeds (to observe the cache)."""
-    count = [0]
-
-    def embed(files):
-        count[0] += len(files)
-        return inner.embed_bytes(files)
-
-    return dataclasses.replace(inner, embed_bytes=embed), count
-
-
-def test_labels():
-    assert search.parse_label("/x/0002_c3s1_000451_03.jpg") == (2, 2)
-    assert search.parse_label("/x/-1_c1s1_000001_00.jpg") == (-1, 0)
-    assert search.parse_label("/x/person.jpg") is None
-    assert search.is_match((2, 0), (2, 1)) is True
-    assert search.is_match((2, 0), (3, 0)) is False
-    assert search.is_match((2, 0), (0, 1)) is False  # distractor
-    assert search.is_match(None, (2, 1)) is None
+    """(gallery dir, query dir, picked names): see :func:`search_setup.make_gallery`."""
+    return make_gallery(synth_market, tmp_path)
 
 
 def test_search_finds_the_same_image_first(embedder, gallery, tmp_path, capsys):
@@ -114,36 +68,6 @@ def test_search_finds_the_same_image_first(embedder, gallery, tmp_path, capsys):
     assert saved["rankings"][0]["matches"][0]["path"] == report.rankings[0]["matches"][0]["path"]
 
 
-def test_ranked_list_png_and_html(embedder, gallery, tmp_path):
-    gallery_dir, query_dir, picks = gallery
-    out = tmp_path / "out"
-    report = search.run_search(embedder, gallery_dir, query_dir, str(out), top_k=3, verbose=False)
-    ranking = report.rankings[0]
-    png = out / ranking["picture"]
-    with Image.open(png) as img:
-        img.verify()
-    with Image.open(png) as img:
-        assert img.format == "PNG"
-        pixels = np.asarray(img.convert("RGB"))
-    frame_w = search.CELL_WIDTH + 2 * search.OUTLINE
-    assert pixels.shape[1] == frame_w * 4 + search.GAP + 2 * search.OUTLINE
-    # Query frame black, then one outline per match in its colour (top-left corner pixel).
-    corners = [search.OUTLINE + i * frame_w + (search.GAP if i else 0) for i in range(4)]
-    assert tuple(pixels[search.OUTLINE + 1, corners[0] + 1]) == (0, 0, 0)
-    for corner, match in zip(corners[1:], ranking["matches"], strict=True):
-        assert tuple(pixels[search.OUTLINE + 1, corner + 1]) == search.COLOURS[match["correct"]]
-    # The thumbnail inside the first match frame is the query's own image (same pixels).
-    inner = pixels[2 * search.OUTLINE : 2 * search.OUTLINE + search.CELL_HEIGHT]
-    query_cell = inner[:, corners[0] + search.OUTLINE : corners[0] + search.OUTLINE + 64]
-    match_cell = inner[:, corners[1] + search.OUTLINE : corners[1] + search.OUTLINE + 64]
-    assert np.array_equal(query_cell, match_cell) and query_cell.std() > 5
-    page = (out / "index.html").read_text()
-    for r in report.rankings:
-        assert f"<img src='{r['picture']}'" in page
-        assert (out / r["picture"]).is_file()
-    assert "top-1 correct 100.0%" in page
-
-
 def test_gallery_cache_reused_and_invalidated(embedder, gallery, tmp_path):
     gallery_dir, query_dir, _ = gallery
     model, count = counting(embedder)
@@ -164,6 +88,26 @@ def test_gallery_cache_reused_and_invalidated(embedder, gallery, tmp_path):
     third = search.run_search(model, gallery_dir, query_dir, str(tmp_path / "c"), verbose=False)
     assert not third.cache_hit and third.gallery_size == first.gallery_size + 1
     assert count[0] > embedded_first
+
+
+def test_damaged_cache_entry_is_rebuilt(embedder, gallery, tmp_path):
+    gallery_dir, _, _ = gallery
+    model, count = counting(embedder)
+    cache_dir = str(tmp_path / "cache")
+    first = search.build_gallery_index(model, gallery_dir, cache_dir)
+    assert not first.cache_hit and os.path.isfile(first.cache_path + ".json")
+    embedded = count[0]
+    with open(first.cache_path + ".json", "w") as f:
+        f.write("{not json")
+    count[0] = 0
+    second = search.build_gallery_index(model, gallery_dir, cache_dir)
+    assert not second.cache_hit and count[0] == embedded
+    assert second.paths == first.paths and second.skipped == first.skipped
+    # The rebuilt entry is complete again and read back for the same key.
+    key = cache.cache_key(model.identity, gallery_dir, search.list_images(gallery_dir))
+    cached = cache.read_entry(second.cache_path, key, gallery_dir)
+    assert cached is not None and cached[1] == first.paths
+    assert cache.read_entry(second.cache_path, "another key", gallery_dir) is None
 
 
 def test_query_inside_gallery_is_not_its_own_match(embedder, gallery, tmp_path):

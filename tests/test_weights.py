@@ -17,8 +17,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from maskpre_tf.errors import UserError  # noqa: E402
-from maskpre_tf.weights import read_metadata, resolve_origin  # noqa: E402
 from maskpre_tf.weights.convert import import_weights  # noqa: E402
+from maskpre_tf.weights.origin import read_metadata, resolve_origin  # noqa: E402
 from maskpre_tf.weights.safetensors import read_safetensors, write_safetensors  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

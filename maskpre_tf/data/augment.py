@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from maskpre_tf.models.normalization import IMAGENET_MEAN_PIXEL
-
 # Random erasing (Zhong et al., "Random Erasing Data Augmentation", AAAI 2020): erased area as a
 # fraction of the image, aspect-ratio lower bound r1 (upper bound 1 / r1), and the number of
 # rectangle proposals tried before giving up on erasing an image.
+# Erased rectangles are filled with the ImageNet mean colour, 0–255 RGB (torchvision's mean
+# 0.485, 0.456, 0.406 × 255): close to 0 after any of the encoder's input normalisations.
+ERASE_FILL = (123.675, 116.28, 103.53)
 ERASE_AREA = (0.02, 0.4)
 ERASE_MIN_ASPECT = 0.3
 ERASE_ATTEMPTS = 100
@@ -69,7 +70,7 @@ def _erase_rectangle(image: tf.Tensor, seed: tf.Tensor, erase_prob: float) -> tf
     in_rows = (rows >= top) & (rows < top + rect_h)
     in_cols = (cols >= left) & (cols < left + rect_w)
     mask = in_rows[:, None] & in_cols[None, :] & do_erase
-    fill = tf.broadcast_to(tf.constant(IMAGENET_MEAN_PIXEL, tf.float32), tf.shape(image))
+    fill = tf.broadcast_to(tf.constant(ERASE_FILL, tf.float32), tf.shape(image))
     return tf.where(mask[:, :, None], fill, image)
 
 

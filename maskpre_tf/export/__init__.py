@@ -39,41 +39,30 @@ An existing file is updated in place (this model's entry added or replaced, othe
 Modules: :mod:`~maskpre_tf.export.saved_model` (versions, :func:`export_encoder`,
 :func:`export_run`), :mod:`~maskpre_tf.export.warmup` (the warmup requests and their file),
 :mod:`~maskpre_tf.export.models_config` (models.config) and ``__main__`` (the command line).
-Their public names are importable from here.
+Their public names are importable from here; each module loads when one of its names is first
+used (:mod:`maskpre_tf.lazy`).
 """
 
-from maskpre_tf.export.models_config import MODELS_CONFIG, models_config_path, write_models_config
-from maskpre_tf.export.saved_model import (
-    existing_versions,
-    export_encoder,
-    export_run,
-    next_version,
-)
-from maskpre_tf.export.warmup import (
-    DEFAULT_WARMUP_BATCH_SIZES,
-    WARMUP_FILE,
-    parse_batch_sizes,
-    read_warmup_file,
-    warmup_images,
-    warmup_requests,
-    write_warmup_file,
-)
-from maskpre_tf.inference import METADATA_FILE
+from maskpre_tf.lazy import lazy_attributes
 
-__all__ = [
-    "DEFAULT_WARMUP_BATCH_SIZES",
-    "METADATA_FILE",
-    "MODELS_CONFIG",
-    "WARMUP_FILE",
-    "existing_versions",
-    "export_encoder",
-    "export_run",
-    "models_config_path",
-    "next_version",
-    "parse_batch_sizes",
-    "read_warmup_file",
-    "warmup_images",
-    "warmup_requests",
-    "write_models_config",
-    "write_warmup_file",
-]
+# Public name -> the submodule that defines it.
+_MODULE_OF = {
+    "MODELS_CONFIG": "models_config",
+    "models_config_path": "models_config",
+    "write_models_config": "models_config",
+    "existing_versions": "saved_model",
+    "export_encoder": "saved_model",
+    "export_run": "saved_model",
+    "next_version": "saved_model",
+    "METADATA_FILE": "saved_model",
+    "DEFAULT_WARMUP_BATCH_SIZES": "warmup",
+    "WARMUP_FILE": "warmup",
+    "parse_batch_sizes": "warmup",
+    "read_warmup_file": "warmup",
+    "warmup_images": "warmup",
+    "warmup_requests": "warmup",
+    "write_warmup_file": "warmup",
+}
+
+__all__ = sorted(_MODULE_OF)
+__getattr__, __dir__ = lazy_attributes(__name__, _MODULE_OF)

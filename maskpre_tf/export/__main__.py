@@ -6,14 +6,16 @@ The flags are those of :func:`define_flags`; the work is :func:`maskpre_tf.expor
 from __future__ import annotations
 
 from maskpre_tf.errors import UserError, quiet_library_logs, run_main
-from maskpre_tf.export.models_config import models_config_path
-from maskpre_tf.export.saved_model import export_run
-from maskpre_tf.export.warmup import DEFAULT_WARMUP_BATCH_SIZES, parse_batch_sizes
+
+# The library is imported inside the functions: TensorFlow must not load before the program has
+# silenced its start-up lines (maskpre_tf.console.quiet_tensorflow_startup).
 
 
 def define_flags() -> None:
     """Define this program's absl flags (called only when run as a program)."""
     from absl import flags
+
+    from maskpre_tf.export.warmup import DEFAULT_WARMUP_BATCH_SIZES
 
     flags.DEFINE_string(
         "checkpoint",
@@ -53,6 +55,10 @@ def main(argv: list[str]) -> None:
     del argv
     values = flags.FLAGS
     quiet_library_logs()
+    from maskpre_tf.export.models_config import models_config_path
+    from maskpre_tf.export.saved_model import export_run
+    from maskpre_tf.export.warmup import parse_batch_sizes
+
     if not values.checkpoint:
         raise UserError("--checkpoint is required: the --output_dir of a maskpre_tf.train run")
     path = export_run(
@@ -70,5 +76,8 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from absl import app, flags
 
+    from maskpre_tf.console import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
     define_flags()
     app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))

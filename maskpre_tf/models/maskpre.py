@@ -36,6 +36,7 @@ from maskpre_tf.models.layers import BN_MOMENTUM, DropBlock, GeMPooling, linear_
 from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
 from maskpre_tf.models.normalization import check_input_norm, normalize_pixels
 from maskpre_tf.models.optimizer import apply_gradients_with_l2, make_optimizer
+from maskpre_tf.models.replicated import update_each_copy
 from maskpre_tf.training.step import StepOutput
 
 
@@ -317,10 +318,17 @@ class MaskPre(keras.Model):
         return tf.minimum(1.0 - 1.0 / (step + 1.0), self.cfg.ema_momentum)
 
     def update_teacher(self) -> None:
-        """θ_t ← m·θ_t + (1 − m)·θ_s for every teacher weight and BN statistic."""
+        """θ_t ← m·θ_t + (1 − m)·θ_s for every teacher weight and BN statistic.
+
+        Each replica updates its own copy from its own copy of the student (no broadcast).
+        """
         m = self.ema_momentum()
+
+        def ema(teacher, student, m):
+            teacher.assign(m * teacher + (1.0 - m) * tf.cast(student, teacher.dtype))
+
         for t_var, s_var in zip(self.teacher.weights, self.student.weights, strict=True):
-            t_var.assign(m * t_var + (1.0 - m) * tf.cast(s_var, t_var.dtype))
+            update_each_copy(t_var, ema, s_var, m)
 
     def reset_memories(self, features, labels, camids=None) -> None:
         """After a clustering: prototypes (and camera proxies) ← centroids of the clusters.
@@ -365,7 +373,7 @@ def build_encoder(
     from maskpre_tf.models.backbones import build_backbone
 
     if not model.input_norm:
-        from maskpre_tf.weights import resolve_origin
+        from maskpre_tf.weights.origin import resolve_origin
 
         origin = resolve_origin(model.backbone, model.backbone_weights)
         model = dataclasses.replace(model, input_norm=origin.input_norm, layout=origin.layout)

@@ -23,6 +23,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from maskpre_tf.models.replicated import update_each_copy
+
 UPDATES = ("mean", "instance", "hard")
 
 
@@ -43,10 +45,7 @@ def write_rows(table: tf.Variable, rows: tf.Tensor, values: tf.Tensor) -> None:
     Cross-replica context: each copy receives the same scatter of the same inputs, so mirrored
     copies stay identical.
     """
-    strategy = getattr(table, "distribute_strategy", None) or tf.distribute.get_strategy()
-    strategy.extended.update(
-        table, lambda var, r, v: var.scatter_nd_update(r[:, None], v), args=(rows, values)
-    )
+    update_each_copy(table, lambda var, r, v: var.scatter_nd_update(r[:, None], v), rows, values)
 
 
 def update_rows(

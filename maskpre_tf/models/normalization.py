@@ -26,9 +26,6 @@ CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # 0–255 scale, B, G, R
 TORCH_MEAN = (0.485, 0.456, 0.406)  # 0–1 scale, R, G, B
 TORCH_STD = (0.229, 0.224, 0.225)
 
-# The ImageNet mean colour as 0–255 RGB pixels: random erasing fills with it, so an erased
-# rectangle is (close to) zero after any of the three normalisations.
-IMAGENET_MEAN_PIXEL = tuple(255.0 * m for m in TORCH_MEAN)
 
 
 def check_input_norm(norm: str) -> str:

@@ -23,45 +23,36 @@ Modules: :mod:`~maskpre_tf.search.files` (image listing, labels, folder checks),
 :mod:`~maskpre_tf.search.cache` (the embedding cache), :mod:`~maskpre_tf.search.index` (the
 faiss gallery index and ranking), :mod:`~maskpre_tf.search.render` (ranked-list PNGs),
 :mod:`~maskpre_tf.search.page` (the HTML page), :mod:`~maskpre_tf.search.run` (the whole
-search) and ``__main__`` (the command line). Their public names are importable from here.
+search) and ``__main__`` (the command line). Their public names are importable from here;
+each module loads when one of its names is first used (:mod:`maskpre_tf.lazy`).
 """
 
-from maskpre_tf.search.cache import CACHE_DIRNAME, cache_key, default_cache_dir
-from maskpre_tf.search.embed import embed_files, report_skipped
-from maskpre_tf.search.files import is_match, list_images, parse_label
-from maskpre_tf.search.index import GalleryIndex, build_gallery_index, rank
-from maskpre_tf.search.page import write_html
-from maskpre_tf.search.render import (
-    CAPTION_HEIGHT,
-    CELL_HEIGHT,
-    CELL_WIDTH,
-    COLOURS,
-    GAP,
-    OUTLINE,
-    render_ranked_list,
-)
-from maskpre_tf.search.run import SearchReport, run_search
+from maskpre_tf.lazy import lazy_attributes
 
-__all__ = [
-    "CACHE_DIRNAME",
-    "CAPTION_HEIGHT",
-    "CELL_HEIGHT",
-    "CELL_WIDTH",
-    "COLOURS",
-    "GAP",
-    "OUTLINE",
-    "GalleryIndex",
-    "SearchReport",
-    "build_gallery_index",
-    "cache_key",
-    "default_cache_dir",
-    "embed_files",
-    "is_match",
-    "list_images",
-    "parse_label",
-    "rank",
-    "render_ranked_list",
-    "report_skipped",
-    "run_search",
-    "write_html",
-]
+# Public name -> the submodule that defines it.
+_MODULE_OF = {
+    "CACHE_DIRNAME": "cache",
+    "cache_key": "cache",
+    "default_cache_dir": "cache",
+    "embed_files": "embed",
+    "report_skipped": "embed",
+    "is_match": "files",
+    "list_images": "files",
+    "parse_label": "files",
+    "GalleryIndex": "index",
+    "build_gallery_index": "index",
+    "rank": "index",
+    "write_html": "page",
+    "CAPTION_HEIGHT": "render",
+    "CELL_HEIGHT": "render",
+    "CELL_WIDTH": "render",
+    "COLOURS": "render",
+    "GAP": "render",
+    "OUTLINE": "render",
+    "render_ranked_list": "render",
+    "SearchReport": "run",
+    "run_search": "run",
+}
+
+__all__ = sorted(_MODULE_OF)
+__getattr__, __dir__ = lazy_attributes(__name__, _MODULE_OF)

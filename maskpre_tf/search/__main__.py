@@ -6,7 +6,9 @@ The flags are those of :func:`define_flags`; the work is :func:`maskpre_tf.searc
 from __future__ import annotations
 
 from maskpre_tf.errors import UserError, quiet_library_logs, run_main
-from maskpre_tf.search.run import run_search
+
+# The library is imported inside the functions: TensorFlow must not load before the program has
+# silenced its start-up lines (maskpre_tf.console.quiet_tensorflow_startup).
 
 
 def define_flags() -> None:
@@ -34,7 +36,9 @@ def main(argv: list[str]) -> None:
 
     del argv
     values = flags.FLAGS
-    quiet_library_logs()
+    quiet_library_logs()  # before the libraries that log at import (faiss) load
+    from maskpre_tf.search.run import run_search
+
     for name in ("model", "gallery", "query"):
         if not values[name].value:
             raise UserError(f"--{name} is required (see --help)")
@@ -52,5 +56,8 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from absl import app, flags
 
+    from maskpre_tf.console import quiet_tensorflow_startup
+
+    quiet_tensorflow_startup()
     define_flags()
     app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))

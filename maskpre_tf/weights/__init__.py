@@ -2,9 +2,7 @@
 
 ``python -m maskpre_tf.weights import --arch=resnet50|mobilenet_v2 --src=FILE --out=F.weights.h5``
 converts torchvision/timm weights; ``python -m maskpre_tf.weights show FILE`` prints a file's
-metadata. See :mod:`maskpre_tf.weights.origin` and :mod:`maskpre_tf.weights.convert`.
+metadata. :mod:`.origin` decides a run's input normalisation and layout from its weights;
+:mod:`.convert` imports PyTorch state dicts (:mod:`.torch_keys` maps their names,
+:mod:`.safetensors` reads ``.safetensors`` files without torch).
 """
-
-from maskpre_tf.weights.origin import WeightsOrigin, read_metadata, resolve_origin
-
-__all__ = ["WeightsOrigin", "read_metadata", "resolve_origin"]

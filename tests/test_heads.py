@@ -1,0 +1,42 @@
+"""Tests for maskpre_tf.models.heads: the mask-prediction head (MaskPredictionHead)."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from maskpre_tf.models.heads import MaskPredictionHead, default_hidden_channels  # noqa: E402
+
+H, W = 16, 8
+
+
+def test_mask_prediction_head_shapes_and_sync_bn():
+    head = MaskPredictionHead(64)
+    out = head(tf.ones([2, H, W, 64]), training=True)
+    assert out.shape == (2, H, W, 64)
+    assert head.hidden == default_hidden_channels(64) == 16
+    assert default_hidden_channels(2048) == 512 and default_hidden_channels(2) == 1
+    assert head.norm.synchronized
+    kernel_shapes = sorted(tuple(w.shape) for w in head.trainable_weights)
+    assert (3, 3, 64, 16) in kernel_shapes and (1, 1, 16, 64) in kernel_shapes
+    clone = MaskPredictionHead.from_config(head.get_config())
+    assert (clone.channels, clone.hidden) == (64, 16)
+
+
+def test_mask_prediction_head_is_trainable_towards_a_target():
+    head = MaskPredictionHead(8, hidden=8)
+    x = tf.random.stateless_normal([4, 6, 4, 8], seed=[15, 16])
+    target = tf.random.stateless_normal([4, 6, 4, 8], seed=[17, 18])
+    optimizer = keras.optimizers.Adam(1e-2)
+    errors = []
+    for _ in range(30):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(head(x, training=True) - target))
+        grads = tape.gradient(loss, head.trainable_weights)
+        optimizer.apply_gradients(zip(grads, head.trainable_weights, strict=True))
+        errors.append(float(loss))
+    assert errors[-1] < 0.8 * errors[0]
