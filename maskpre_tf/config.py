@@ -90,6 +90,8 @@ class ModelConfig:
         "of unknown origin)",
     )
     last_stride: int = _field(1, "stride of the last backbone stage (1 = re-ID standard)")
+    frozen_stages: int = _field(0, "backbone stages kept frozen (0-4: stem, then each "
+                                "down-sampling stage); fewer gradients, more steps per minute")
     layout: str = _field(
         "keras", "backbone layout (keras or torch), decided by the weights", flag=False
     )

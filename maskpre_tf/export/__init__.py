@@ -3,7 +3,7 @@
 Command line::
 
     python -m maskpre_tf.export --checkpoint=RUN_DIR --export_dir=export/models/maskpre \\
-        [--version=N]
+        [--version=N] [--format=savedmodel|onnx|savedmodel,onnx]
 
 It writes ``<export_dir>/<version>/``, the layout TF Serving polls: a SavedModel of
 :class:`maskpre_tf.inference.ServingModule` with three signatures (every output key is
@@ -36,9 +36,16 @@ An existing file is updated in place (this model's entry added or replaced, othe
 ``base_path`` is the absolute path of ``export_dir`` unless ``--config_base_path`` is given (e.g.
 ``/models/maskpre`` for the official container with ``export/models`` mounted at ``/models``).
 
+``--format=onnx`` (or ``savedmodel,onnx``) writes ``<export_dir>/<version>/model.onnx`` too: the
+pixel path (``images`` float32 [batch, H, W, 3] RGB 0–255 → ``embedding`` float32 [batch, D]) for
+onnxruntime and TensorRT, with the metadata in the model's ``metadata_props``; see
+:mod:`~maskpre_tf.export.onnx` and, for where each format goes, :mod:`~maskpre_tf.export.formats`.
+
 Modules: :mod:`~maskpre_tf.export.saved_model` (versions, :func:`export_encoder`,
 :func:`export_run`), :mod:`~maskpre_tf.export.warmup` (the warmup requests and their file),
-:mod:`~maskpre_tf.export.models_config` (models.config) and ``__main__`` (the command line).
+:mod:`~maskpre_tf.export.models_config` (models.config), :mod:`~maskpre_tf.export.onnx` (the
+ONNX conversion and file), :mod:`~maskpre_tf.export.formats` (one version in several formats)
+and ``__main__`` (the command line).
 Their public names are importable from here; each module loads when one of its names is first
 used (:mod:`maskpre_tf.lazy`).
 """
@@ -55,6 +62,17 @@ _MODULE_OF = {
     "export_run": "saved_model",
     "next_version": "saved_model",
     "METADATA_FILE": "saved_model",
+    "FORMATS": "formats",
+    "export_encoder_formats": "formats",
+    "export_run_formats": "formats",
+    "parse_formats": "formats",
+    "DEFAULT_OPSET": "onnx",
+    "ONNX_FILE": "onnx",
+    "convert_encoder": "onnx",
+    "export_onnx": "onnx",
+    "onnx_metadata": "onnx",
+    "read_onnx_metadata": "onnx",
+    "write_onnx": "onnx",
     "DEFAULT_WARMUP_BATCH_SIZES": "warmup",
     "WARMUP_FILE": "warmup",
     "parse_batch_sizes": "warmup",

@@ -1,6 +1,9 @@
 """Export program: ``python -m maskpre_tf.export --checkpoint=RUN_DIR --export_dir=DIR``.
 
-The flags are those of :func:`define_flags`; the work is :func:`maskpre_tf.export.export_run`.
+The flags are those of :func:`define_flags`; the work is
+:func:`maskpre_tf.export.export_run_formats` (with the default ``--format=savedmodel``, the
+SavedModel of :func:`maskpre_tf.export.export_run`; with ``onnx`` in ``--format``, model.onnx too
+or instead).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ def define_flags() -> None:
     """Define this program's absl flags (called only when run as a program)."""
     from absl import flags
 
+    from maskpre_tf.export.onnx import DEFAULT_OPSET, OPSETS
     from maskpre_tf.export.warmup import DEFAULT_WARMUP_BATCH_SIZES
 
     flags.DEFINE_string(
@@ -45,6 +49,19 @@ def define_flags() -> None:
         False,
         "export the latest checkpoint even when teacher.weights.h5 exists",
     )
+    flags.DEFINE_list(
+        "format",
+        ["savedmodel"],
+        "what to write into <export_dir>/<version>/: savedmodel (TF Serving), onnx "
+        "(model.onnx for onnxruntime/TensorRT; needs pip install 'maskpre-tf[onnx]'), or "
+        "savedmodel,onnx (both in one version)",
+    )
+    flags.DEFINE_integer(
+        "onnx_opset",
+        DEFAULT_OPSET,
+        f"ONNX opset of model.onnx ({OPSETS.start}-{OPSETS.stop - 1}; 17 parses in TensorRT 8.6 "
+        "and later)",
+    )
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")
 
 
@@ -55,22 +72,29 @@ def main(argv: list[str]) -> None:
     del argv
     values = flags.FLAGS
     quiet_library_logs()
+    from maskpre_tf.export.formats import ONNX, SAVEDMODEL, export_run_formats, parse_formats
     from maskpre_tf.export.models_config import models_config_path
-    from maskpre_tf.export.saved_model import export_run
     from maskpre_tf.export.warmup import parse_batch_sizes
 
     if not values.checkpoint:
         raise UserError("--checkpoint is required: the --output_dir of a maskpre_tf.train run")
-    path = export_run(
+    formats = parse_formats(values.format)
+    written = export_run_formats(
         values.checkpoint,
         values.export_dir,
+        formats,
+        prefer_checkpoint=values.prefer_checkpoint,
         version=values.version,
         model_name=values.model_name,
         warmup_batch_sizes=parse_batch_sizes(values.warmup_batch_sizes),
         config_base_path=values.config_base_path,
-        prefer_checkpoint=values.prefer_checkpoint,
+        opset=values.onnx_opset,
     )
-    print(f"exported {path}\nTF Serving config: {models_config_path(values.export_dir)}")
+    print(f"exported {written['version_dir']}")
+    if SAVEDMODEL in written:
+        print(f"TF Serving config: {models_config_path(values.export_dir)}")
+    if ONNX in written:
+        print(f"ONNX model: {written[ONNX]}")
 
 
 if __name__ == "__main__":

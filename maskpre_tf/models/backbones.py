@@ -31,6 +31,13 @@ from maskpre_tf.errors import UserError
 from maskpre_tf.models.layers import BN_MOMENTUM
 
 BACKBONES = ("resnet50", "mobilenet_v2", "resnet_small")
+# The last layer of each trunk's stages 1-4 (stem, then each down-sampling stage): what
+# ``--frozen_stages`` freezes.
+STAGE_ENDS = {
+    "resnet50": ("pool1_pool", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out"),
+    "mobilenet_v2": ("expanded_conv_project_BN", "block_2_add", "block_5_add", "block_12_add"),
+    "resnet_small": ("stem_relu", "stage1_block1_out", "stage2_block1_out", "stage3_block1_out"),
+}
 # The layer whose output is the "inner" masking stage: the map before each trunk's last stage
 # (same grid as the output when the last stride is 1).
 INNER_STAGE = {
@@ -256,3 +263,21 @@ def split_backbone(backbone: keras.Model, layer: str) -> tuple[keras.Model, kera
         keras.Model(backbone.input, middle, name=f"{backbone.name}_front"),
         keras.Model(middle, backbone.output, name=f"{backbone.name}_back"),
     )
+
+
+def freeze_stages(backbone: keras.Model, name: str, stages: int) -> None:
+    """Freeze the first ``stages`` stages of a trunk (weights fixed, BatchNorm in inference mode).
+
+    Fine-tuning from ImageNet changes the early, generic layers least, and they are the most
+    expensive to back-propagate through at high resolution; freezing them buys steps per minute.
+    """
+    if not 0 <= stages <= len(STAGE_ENDS[name]):
+        raise UserError(f"--frozen_stages={stages}: expected 0..{len(STAGE_ENDS[name])}")
+    if stages == 0:
+        return
+    end = STAGE_ENDS[name][stages - 1]
+    for layer in backbone.layers:
+        layer.trainable = False
+        if layer.name == end:
+            return
+    raise ValueError(f"{name} has no layer {end!r}")

@@ -370,7 +370,7 @@ def build_encoder(
         overwritten).
       name: model name.
     """
-    from maskpre_tf.models.backbones import build_backbone
+    from maskpre_tf.models.backbones import build_backbone, freeze_stages
 
     if not model.input_norm:
         from maskpre_tf.weights.origin import resolve_origin
@@ -385,6 +385,7 @@ def build_encoder(
         sync_bn=sync_bn,
         layout=model.layout,
     )
+    freeze_stages(backbone, model.backbone, model.frozen_stages)
     encoder = ReidEncoder(backbone, input_norm=model.input_norm, sync_bn=sync_bn, name=name)
     encoder(tf.zeros((1, *image_shape)))
     return encoder
