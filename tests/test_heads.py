@@ -18,13 +18,15 @@ def test_mask_prediction_head_shapes_and_sync_bn():
     head = MaskPredictionHead(64)
     out = head(tf.ones([2, H, W, 64]), training=True)
     assert out.shape == (2, H, W, 64)
-    assert head.hidden == default_hidden_channels(64) == 16
-    assert default_hidden_channels(2048) == 512 and default_hidden_channels(2) == 1
-    assert head.norm.synchronized
+    assert head.hidden == default_hidden_channels(64) == 8
+    assert default_hidden_channels(2048) == 256 and default_hidden_channels(1280) == 160
+    assert default_hidden_channels(2) == 1
+    assert head.reduce_norm.synchronized and head.context_norm.synchronized
     kernel_shapes = sorted(tuple(w.shape) for w in head.trainable_weights)
-    assert (3, 3, 64, 16) in kernel_shapes and (1, 1, 16, 64) in kernel_shapes
+    for shape in ((1, 1, 64, 8), (3, 3, 8, 8), (1, 1, 8, 64)):  # reduce, context, expand
+        assert shape in kernel_shapes
     clone = MaskPredictionHead.from_config(head.get_config())
-    assert (clone.channels, clone.hidden) == (64, 16)
+    assert (clone.channels, clone.hidden) == (64, 8)
 
 
 def test_mask_prediction_head_is_trainable_towards_a_target():

@@ -13,22 +13,23 @@ from maskpre_tf.models.layers import BN_MOMENTUM
 
 
 def default_hidden_channels(channels: int) -> int:
-    """Hidden width of the mask-prediction head: channels // 4, at most 512, at least 1."""
-    return max(1, min(channels // 4, 512))
+    """Bottleneck width of the mask-prediction head: channels // 8, within [1, 256]."""
+    return max(1, min(channels // 8, 256))
 
 
 @keras.saving.register_keras_serializable(package="maskpre_tf")
 class MaskPredictionHead(keras.layers.Layer):
-    """Small conv head [B, H, W, C] -> [B, H, W, C] predicting teacher features per position.
+    """Bottleneck conv head [B, H, W, C] -> [B, H, W, C] predicting teacher features per cell.
 
-    3x3 conv (``hidden`` channels, no bias) -> synchronised BatchNorm -> ReLU -> 1x1 conv back
-    to ``channels``. The 3x3 receptive field lets a dropped cell borrow context from its kept
-    neighbours at a block's edge; the 1x1 projection is cheap. BatchNorm is synchronised so its
-    statistics match across replicas under a multi-replica strategy (identical on one replica).
+    1x1 conv to ``hidden`` channels -> BN -> ReLU -> 3x3 conv (``hidden``) -> BN -> ReLU -> 1x1
+    conv back to ``channels``. The 3x3 lets a dropped cell borrow context from its neighbours;
+    running it at the bottleneck width keeps the head cheap (C = 1280, hidden 160: 0.64 M
+    multiply-adds per cell, against 4.1 M for a 3x3 on the full width into C // 4). BatchNorm is
+    synchronised so its statistics match across replicas (identical on one replica).
 
     Args:
       channels: C, the feature channels in and out.
-      hidden: hidden width; None means ``default_hidden_channels(channels)`` (C // 4, <= 512).
+      hidden: bottleneck width; None means ``default_hidden_channels(channels)``.
     """
 
     def __init__(self, channels: int, hidden: int | None = None, **kwargs):
@@ -37,25 +38,30 @@ class MaskPredictionHead(keras.layers.Layer):
             raise ValueError(f"MaskPredictionHead: channels must be >= 1, got {channels}.")
         self.channels = int(channels)
         self.hidden = int(hidden) if hidden is not None else default_hidden_channels(channels)
-        self.conv_in = keras.layers.Conv2D(
-            self.hidden, 3, padding="same", use_bias=False, name="conv_in"
+        self.reduce = keras.layers.Conv2D(self.hidden, 1, use_bias=False, name="reduce")
+        self.reduce_norm = keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, synchronized=True, name="reduce_norm"
         )
-        self.norm = keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, synchronized=True, name="norm"
+        self.context = keras.layers.Conv2D(
+            self.hidden, 3, padding="same", use_bias=False, name="context"
         )
-        self.conv_out = keras.layers.Conv2D(self.channels, 1, name="conv_out")
+        self.context_norm = keras.layers.BatchNormalization(
+            momentum=BN_MOMENTUM, synchronized=True, name="context_norm"
+        )
+        self.expand = keras.layers.Conv2D(self.channels, 1, name="expand")
 
     def build(self, input_shape):
         hidden_shape = (*tuple(input_shape[:-1]), self.hidden)
-        self.conv_in.build(input_shape)
-        self.norm.build(hidden_shape)
-        self.conv_out.build(hidden_shape)
+        self.reduce.build(input_shape)
+        self.reduce_norm.build(hidden_shape)
+        self.context.build(hidden_shape)
+        self.context_norm.build(hidden_shape)
+        self.expand.build(hidden_shape)
 
     def call(self, x, training=None):
-        h = self.conv_in(x)
-        h = self.norm(h, training=training)
-        h = tf.nn.relu(h)
-        return self.conv_out(h)
+        h = tf.nn.relu(self.reduce_norm(self.reduce(x), training=training))
+        h = tf.nn.relu(self.context_norm(self.context(h), training=training))
+        return self.expand(h)
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape[:-1]), self.channels)
