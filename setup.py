@@ -25,6 +25,9 @@ setup(
         # Only to read .pth/.pt files in `python -m maskpre_tf.weights import` (.safetensors
         # needs no torch). A CPU build is enough.
         "convert": ["torch>=2.1,<3"],
+        # `python -m maskpre_tf.export --format=onnx` (tf2onnx converts the TF graph; tested with
+        # tf2onnx 1.17.0, onnx 1.23.2, onnxruntime 1.32.0) and the onnxruntime tests/benchmark.
+        "onnx": ["tf2onnx>=1.17,<1.18", "onnx>=1.18,<2", "onnxruntime>=1.22,<2"],
         "test": ["pytest>=8,<10", "ruff>=0.6"],
     },
 )

@@ -1,4 +1,4 @@
-"""Serving benchmark: the exported SavedModel against the Keras teacher, in one run.
+"""Serving benchmark: the exported SavedModel and ONNX model against the Keras teacher, in one run.
 
 Measured on the same encoder and the same images:
 
@@ -7,7 +7,10 @@ Measured on the same encoder and the same images:
   - ``keras call``: the teacher called inside a ``tf.function`` (what evaluation does),
   - ``saved_model pixels``: the loaded export's ``embed_images`` signature (0–255 pixels),
   - ``saved_model jpeg``: the ``serving_default`` signature on JPEG bytes (decode + resize +
-    normalise in-graph, what a TF Serving client sends);
+    normalise in-graph, what a TF Serving client sends),
+  - ``onnxruntime pixels``: the ``model.onnx`` of ``--format=onnx`` in an onnxruntime CPU
+    session (0–255 pixels; default session options: every optimisation, one thread per
+    physical core); left out, with a note, when the ``onnx`` extra is not installed;
 * ratios against ``keras predict`` and the JPEG-bytes overhead in % over the pixel signature.
 
 The images are generated pedestrians (``maskpre_tf.data.synth``, 128×64 JPEGs as in
@@ -16,6 +19,7 @@ depend on them.
 
     python benchmarks/serve_bench.py            # ResNet-50, 256x128 (a few minutes on 2 cores)
     python benchmarks/serve_bench.py --quick    # resnet_small, 64x32, smoke run
+    python benchmarks/serve_bench.py --backbone=mobilenet_v2
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ import tensorflow as tf  # noqa: E402
 from maskpre_tf.config import TrainConfig  # noqa: E402
 from maskpre_tf.data.images import decode_image  # noqa: E402
 from maskpre_tf.data.synth import generate  # noqa: E402
-from maskpre_tf.export import export_encoder  # noqa: E402
+from maskpre_tf.export import export_encoder, export_onnx  # noqa: E402
 from maskpre_tf.models.maskpre import build_encoder  # noqa: E402
+from maskpre_tf.weights.origin import resolve_origin  # noqa: E402
 
 
 def timings(
@@ -79,6 +84,29 @@ def sample_jpegs(count: int, seed: int) -> list[bytes]:
     return files
 
 
+def onnx_session(teacher, cfg, tmp: str) -> tuple[object | None, str]:
+    """(onnxruntime session on the teacher's ONNX export, or None; a note on the conversion)."""
+    try:
+        import onnxruntime as ort
+
+        from maskpre_tf.export.onnx import require_converter
+
+        require_converter()
+    except Exception as err:  # the optional extra is missing: benchmark the rest
+        return None, f"onnxruntime left out ({err})"
+    start = time.perf_counter()
+    path = export_onnx(teacher, cfg, os.path.join(tmp, "model.onnx"))
+    convert_s = time.perf_counter() - start
+    start = time.perf_counter()
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    load_s = time.perf_counter() - start
+    note = (
+        f"ONNX: convert {convert_s:.1f} s, session {load_s:.2f} s, "
+        f"onnxruntime {ort.__version__}, {os.path.getsize(path) / 2**20:.1f} MiB"
+    )
+    return sess, note
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark and print a table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -102,8 +130,16 @@ def main(argv: list[str] | None = None) -> None:
     import keras
 
     keras.utils.set_random_seed(args.seed)
+    # The normalisation is the weights' (random: torch), recorded in the config as training does;
+    # the export metadata describes it.
+    origin = resolve_origin(backbone, "none")
     cfg = TrainConfig().replace(
-        backbone=backbone, backbone_weights="none", height=height, width=width
+        backbone=backbone,
+        backbone_weights="none",
+        input_norm=origin.input_norm,
+        layout=origin.layout,
+        height=height,
+        width=width,
     )
     teacher = build_encoder(cfg.model, (height, width, 3), name="teacher")
     files = sample_jpegs(batch, args.seed)
@@ -121,21 +157,29 @@ def main(argv: list[str] | None = None) -> None:
         by_pixels = loaded.signatures["embed_images"]
         by_bytes = loaded.signatures["serving_default"]
         call = tf.function(lambda x: teacher(x, training=False))
+        sess, onnx_note = onnx_session(teacher, cfg, tmp)
+        pixels_np = pixels.numpy()
 
         reference = teacher.predict(pixels, batch_size=batch, verbose=0)
         diff = max(
             np.abs(by_pixels(images=pixels)["embedding"].numpy() - reference).max(),
             np.abs(by_bytes(image_bytes=tf.constant(files))["embedding"].numpy() - reference).max(),
         )
+        onnx_diff = (
+            np.abs(sess.run(None, {"images": pixels_np})[0] - reference).max() if sess else None
+        )
 
         def variants(n: int) -> dict[str, Callable[[], object]]:
-            x_pix, x_bytes = pixels[:n], tf.constant(files[:n])
-            return {
+            x_pix, x_bytes, x_np = pixels[:n], tf.constant(files[:n]), pixels_np[:n]
+            fns = {
                 "keras predict": lambda: teacher.predict(x_pix, batch_size=n, verbose=0),
                 "keras call": lambda: call(x_pix).numpy(),
                 "saved_model pixels": lambda: by_pixels(images=x_pix)["embedding"].numpy(),
                 "saved_model jpeg": lambda: by_bytes(image_bytes=x_bytes)["embedding"].numpy(),
             }
+            if sess is not None:
+                fns["onnxruntime pixels"] = lambda: sess.run(None, {"images": x_np})[0]
+            return fns
 
         latency = timings(variants(1), latency_runs)
         throughput = timings(variants(batch), throughput_runs, warmup=1)
@@ -145,6 +189,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{os.cpu_count()} CPUs, TF {tf.__version__}"
     )
     print(f"export {export_s:.1f} s, load {load_s:.2f} s; max |SavedModel - Keras| = {diff:.2e}")
+    if onnx_diff is None:
+        print(onnx_note)
+    else:
+        print(f"{onnx_note}; max |onnxruntime - Keras| = {onnx_diff:.2e}")
+    print(f"load average {' '.join(f'{v:.2f}' for v in os.getloadavg())} (1, 5, 15 min)")
     base_p50 = np.median(latency["keras predict"])
     base_ips = batch / np.median(throughput["keras predict"])
     print(

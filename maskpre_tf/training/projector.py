@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import tensorflow as tf
@@ -297,12 +297,4 @@ def write_eval_projector(
         },
     )
     rows = np.asarray(q_rows + [len(query) + i for i in g_rows], dtype=np.int64)
-    return ProjectorFiles(
-        files.config,
-        files.checkpoint,
-        files.metadata,
-        files.sprite,
-        rows,
-        files.sprite_grid,
-        files.unreadable,
-    )
+    return replace(files, indices=rows)

@@ -156,7 +156,14 @@ def restore_or_start(
     latest = runs.latest_checkpoint(run_dir)
     if not latest:
         return 0
-    checkpoint.restore(latest).assert_existing_objects_matched()
+    try:
+        checkpoint.restore(latest).assert_existing_objects_matched()
+    except (AssertionError, ValueError) as err:
+        raise UserError(
+            f"{latest} does not fit the model these settings build (another backbone, memory "
+            "or head than the run was trained with?); resume with the run's own settings "
+            f"(its config.json) or pass a new --output_dir ({str(err).splitlines()[0][:200]})"
+        ) from err
     found = input_norm.numpy().decode()
     if found != expected:
         raise UserError(
