@@ -15,6 +15,10 @@ Rows, all on the same data, weights, resolution, batch, iterations, epochs and s
 * ``peer`` (with ``--peer_python``) — cluster-contrast-reid's own training code,
   ``benchmarks/peer/cluster_contrast.py`` in its own venv, with the protocol's settings.
 
+``start`` is the mAP the row starts from: the ImageNet encoder, or, with a flagfile that names a
+labelled source (``configs/duke2market_cpu.flags``), the source-only model after supervised
+pre-training — so a domain-adaptation run shows source-only against adapted.
+
 Each trained row runs ``python -m maskpre_tf.train`` in a fresh process under
 ``<out>/<row>_seed<s>`` (a finished row whose summary matches its configuration is reused, so
 an interrupted benchmark picks up where it stopped). Prints a table (mAP, Rank-1/5/10, clusters
@@ -99,7 +103,8 @@ def trained_row(name: str, flagfile: str, data_dir: str, weights: str, seed: int
     with open(os.path.join(run_dir, "summary_epochs.json")) as f:
         epochs = json.load(f)["epochs"]
     last = epochs[-1]
-    row = dict(summary["after"], num_clusters=last.get("num_clusters"),
+    row = dict(summary["after"], start_mAP=summary["before"].get("mAP"),
+               num_clusters=last.get("num_clusters"),
                num_outliers=last.get("num_outliers"), ari=last.get("ari"),
                minutes=summary["seconds"] / 60, run_dir=run_dir, command=" ".join(argv[1:]))
     row["breakdown"] = {key: sum(e.get(key, 0.0) for e in epochs) / len(epochs)
@@ -142,12 +147,13 @@ def peer_row(args, cfg, seed: int) -> dict:
 
 
 def print_table(rows: dict[str, dict]) -> None:
-    print(f"{'row':<16} {'mAP':>6} {'R-1':>6} {'R-5':>6} {'R-10':>6} {'clusters':>9} "
-          f"{'outliers':>9} {'ARI':>6} {'minutes':>8}")
+    print(f"{'row':<16} {'start':>6} {'mAP':>6} {'R-1':>6} {'R-5':>6} {'R-10':>6} "
+          f"{'clusters':>9} {'outliers':>9} {'ARI':>6} {'minutes':>8}")
     for name, r in rows.items():
         ari = "" if r.get("ari") is None else f"{r['ari']:.3f}"
-        print(f"{name:<16} {100 * r['mAP']:6.1f} {100 * r['rank1']:6.1f} {100 * r['rank5']:6.1f} "
-              f"{100 * r['rank10']:6.1f} {r.get('num_clusters') or '':>9} "
+        start = "" if r.get("start_mAP") is None else f"{100 * r['start_mAP']:.1f}"
+        metrics = " ".join(f"{100 * r[k]:6.1f}" for k in ("mAP", "rank1", "rank5", "rank10"))
+        print(f"{name:<16} {start:>6} {metrics} {r.get('num_clusters') or '':>9} "
               f"{r.get('num_outliers') or '':>9} {ari:>6} {r['minutes']:8.1f}")
     for name, r in rows.items():
         if "breakdown" in r:
