@@ -20,8 +20,9 @@ labelled source (``configs/duke2market_cpu.flags``), the source-only model after
 pre-training — so a domain-adaptation run shows source-only against adapted.
 
 Each trained row runs ``python -m maskpre_tf.train`` in a fresh process under
-``<out>/<row>_seed<s>`` (a finished row whose summary matches its configuration is reused, so
-an interrupted benchmark picks up where it stopped). Prints a table (mAP, Rank-1/5/10, clusters
+``<out>/<row>_seed<s>``: a finished row of the same configuration is reused and an
+interrupted one resumes, so a benchmark picks up where it stopped; a folder left by another
+configuration is moved aside (``.old-<time>``). Prints a table (mAP, Rank-1/5/10, clusters
 and outliers of the last clustering, its ARI against the hidden ids, wall minutes), the
 per-epoch breakdown of each row (mean seconds of steps / feature extraction / clustering /
 evaluation) and writes everything to ``--output_json``. Real datasets and weights are never
@@ -45,8 +46,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 BASELINE_FLAGS = ("--drop_rate=0", "--mask_weight=0", "--consistency_weight=0")
 
 
-def protocol(flagfile: str, data_dir: str, weights: str):
-    """The TrainConfig of the protocol, resolved as a training run would."""
+def protocol(flagfile: str, data_dir: str, weights: str, *extra: str):
+    """The TrainConfig of the protocol (plus ``extra`` flags), resolved as a run would."""
     from absl import flags
 
     from maskpre_tf.config import config_from_flags, define_flags
@@ -54,7 +55,7 @@ def protocol(flagfile: str, data_dir: str, weights: str):
     values = flags.FlagValues()
     define_flags(values)
     values(["bench", f"--flagfile={flagfile}", f"--data_dir={data_dir}",
-            f"--backbone_weights={weights}"])
+            f"--backbone_weights={weights}", *extra])
     return config_from_flags(values)
 
 
@@ -87,11 +88,15 @@ def trained_row(name: str, flagfile: str, data_dir: str, weights: str, seed: int
                 extra: tuple[str, ...]) -> dict:
     """Train one row in a fresh process (or reuse its finished summary); its figures."""
     run_dir = os.path.join(out, f"{name}_seed{seed}")
+    own = (f"--seed={seed}", f"--output_dir={run_dir}", *extra)
     argv = [sys.executable, "-m", "maskpre_tf.train", f"--flagfile={flagfile}",
-            f"--data_dir={data_dir}", f"--backbone_weights={weights}", f"--seed={seed}",
-            f"--output_dir={run_dir}", *extra]
+            f"--data_dir={data_dir}", f"--backbone_weights={weights}", *own]
     summary_path = os.path.join(run_dir, "summary.json")
-    if not os.path.isfile(summary_path):
+    digest = protocol(flagfile, data_dir, weights, *own).digest()
+    recorded = _read(os.path.join(run_dir, "config.json")).get("digest")
+    if recorded not in (None, digest):  # another protocol's run: keep it, start afresh
+        os.replace(run_dir, f"{run_dir}.old-{int(time.time())}")
+    if _read(summary_path).get("after") is None:
         os.makedirs(run_dir, exist_ok=True)
         with open(os.path.join(run_dir, "bench.log"), "a") as log:
             proc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
@@ -112,6 +117,15 @@ def trained_row(name: str, flagfile: str, data_dir: str, weights: str, seed: int
                                     "eval_seconds")}
     row["curve"] = [(e["epoch"], e["mAP"]) for e in epochs if "mAP" in e]
     return row
+
+
+def _read(path: str) -> dict:
+    """A JSON file's object, or {} when it is missing or unreadable."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def peer_row(args, cfg, seed: int) -> dict:
