@@ -59,8 +59,7 @@ def define_flags() -> None:
     flags.DEFINE_integer(
         "onnx_opset",
         DEFAULT_OPSET,
-        f"ONNX opset of model.onnx ({OPSETS.start}-{OPSETS.stop - 1}; 17 parses in TensorRT 8.6 "
-        "and later)",
+        f"ONNX opset of model.onnx ({OPSETS.start}-{OPSETS.stop - 1})",
     )
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")
 

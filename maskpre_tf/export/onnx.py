@@ -40,7 +40,7 @@ ONNX_FILE = "model.onnx"
 ONNX_INPUT = PIXELS_INPUT  # "images"
 ONNX_OUTPUT = OUTPUT_KEY  # "embedding"
 BATCH_DIM = "batch"
-# Opset 17 is the newest tf2onnx 1.17 maps fully, and what TensorRT 8.6 and later parse.
+# Opset 17: the newest tf2onnx 1.17 maps fully; within what onnxruntime and TensorRT parse.
 DEFAULT_OPSET = 17
 OPSETS = range(13, 19)
 METADATA_PROP = "maskpre_metadata"
