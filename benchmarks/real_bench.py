@@ -9,8 +9,9 @@ Rows, all on the same data, weights, resolution, batch, iterations, epochs and s
 
 * ``imagenet`` — the ImageNet-initialised encoder, no training: query/gallery metrics, and the
   first clustering of its training features at the protocol's eps.
-* ``baseline`` — MaskPre's own parts switched off (:data:`BASELINE_FLAGS`): two identical
-  views, no mask prediction, no consistency — the cluster-contrast recipe in this code base.
+* ``baseline`` — the cluster-contrast recipe in this code base: MaskPre's own parts switched
+  off (one view, no mask prediction, no consistency) and one prototype per cluster.
+* ``camera`` — the baseline with the protocol's per-camera memory (CAP), if it has one.
 * ``maskpre`` — the protocol as it stands.
 * ``peer`` (with ``--peer_python``) — cluster-contrast-reid's own training code,
   ``benchmarks/peer/cluster_contrast.py`` in its own venv, with the protocol's settings.
@@ -42,8 +43,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-# What turns MaskPre into the plain cluster-contrast recipe.
-BASELINE_FLAGS = ("--drop_rate=0", "--mask_weight=0", "--consistency_weight=0")
+# MaskPre's own parts, switched off.
+PARTS_OFF = ("--drop_rate=0", "--mask_weight=0", "--consistency_weight=0")
+# Extra flags of each trained row on top of the protocol.
+ROW_FLAGS = {"baseline": (*PARTS_OFF, "--camera_memory=false"), "camera": PARTS_OFF,
+             "maskpre": ()}
 
 
 def protocol(flagfile: str, data_dir: str, weights: str, *extra: str):
@@ -64,7 +68,7 @@ def imagenet_row(cfg) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from maskpre_tf.clustering.cluster import cluster, cluster_statistics
+    from maskpre_tf.clustering.cluster import cluster_statistics, pseudo_labels
     from maskpre_tf.data import datasets
     from maskpre_tf.evaluation.extract import evaluate_model, extract_features
     from maskpre_tf.models.maskpre import build_encoder
@@ -77,10 +81,10 @@ def imagenet_row(cfg) -> dict:
     row = evaluate_model(embed, data.query, data.gallery, *size)
     features = extract_features(embed, [r.path for r in data.train], *size)
     c = cfg.clustering
-    labels = cluster(features, eps=c.eps, min_samples=c.min_samples, k1=c.k1, k2=c.k2)
+    labels, eps, _ = pseudo_labels(features, c.fixed_eps, c.min_samples, c.k1, c.k2)
     stats = cluster_statistics(labels, np.array([r.pid for r in data.train]))
     row.update(num_clusters=stats["num_clusters"], num_outliers=stats["num_outliers"],
-               ari=stats["ari"], minutes=(time.perf_counter() - start) / 60)
+               ari=stats["ari"], eps=eps, minutes=(time.perf_counter() - start) / 60)
     return row
 
 
@@ -183,7 +187,8 @@ def main() -> None:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--weights", required=True, help="imported ImageNet weights file")
     parser.add_argument("--flagfile", default=os.path.join(ROOT, "configs", "market_cpu.flags"))
-    parser.add_argument("--rows", default="imagenet,baseline,maskpre")
+    parser.add_argument("--rows", default="imagenet,baseline,camera,maskpre",
+                        help="comma-separated: imagenet, baseline, camera, maskpre, peer")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of trained rows")
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "real_bench"))
     parser.add_argument("--output_json", default="")
@@ -191,6 +196,9 @@ def main() -> None:
     parser.add_argument("--peer_dir", default="", help="cluster-contrast-reid checkout")
     parser.add_argument("--peer_weights", default="", help="the same weights as a torch file")
     args = parser.parse_args()
+    unknown = set(args.rows.split(",")) - {"imagenet", "peer", *ROW_FLAGS}
+    if unknown:
+        parser.error(f"--rows: unknown {', '.join(sorted(unknown))}")
     cfg = protocol(args.flagfile, args.data_dir, args.weights)
     rows: dict[str, dict] = {}
     for name in args.rows.split(","):
@@ -202,9 +210,8 @@ def main() -> None:
             if name == "peer":
                 rows[key] = peer_row(args, cfg, seed)
             else:
-                extra = BASELINE_FLAGS if name == "baseline" else ()
                 rows[key] = trained_row(name, args.flagfile, args.data_dir, args.weights, seed,
-                                        args.out, extra)
+                                        args.out, ROW_FLAGS[name])
         print_table(rows)  # after every row: a long benchmark shows progress
     if args.output_json:
         with open(args.output_json, "w") as f:
