@@ -62,6 +62,10 @@ def test_run_writes_checkpoints_summary_and_logs(reference_run):
     assert os.path.isfile(os.path.join(out, "teacher.weights.h5"))
     events = os.listdir(os.path.join(out, "logs"))
     assert any(name.startswith("events.out.tfevents") for name in events)
+    # The last evaluation's embeddings, with the crops as sprites, for TensorBoard's projector.
+    assert {"projector_config.pbtxt", "projector_metadata.tsv", "projector_sprite.png"} <= set(
+        events)
+    assert "embedding projector of" in stdout
 
 
 def test_kill_and_resume_gives_the_uninterrupted_result(reference_run, synth_market,

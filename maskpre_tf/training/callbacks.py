@@ -19,13 +19,16 @@ import tensorflow as tf
 from maskpre_tf import runs
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.data.datasets import Record
-from maskpre_tf.evaluation.extract import evaluate_model
+from maskpre_tf.evaluation.extract import evaluate_features, evaluate_model, extract_features
+from maskpre_tf.training.projector import write_eval_projector
 from maskpre_tf.training.state import RunState
 
 
 class EvaluationCallback(keras.callbacks.Callback):
     """Evaluates the teacher on query/gallery every ``every`` epochs and at the last epoch.
 
+    At the last epoch, with ``projector_dir`` (the run's TensorBoard folder), the query/gallery
+    embeddings also go to TensorBoard's embedding projector, with the crops as sprites.
     With ``student`` (an embed function of the online encoder) the student is evaluated beside
     the teacher and logged as ``student_mAP`` etc. With ``val`` (a labelled validation split) it
     also tracks the best epoch by validation mAP and saves those teacher weights to
@@ -45,6 +48,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         best_path: str = "",
         log: Callable[[str], None] = print,
         student: Callable | None = None,
+        projector_dir: str = "",
     ):
         super().__init__()
         self.state = state
@@ -52,6 +56,7 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.cfg = cfg
         self.embed = embed
         self.student = student
+        self.projector_dir = projector_dir
         self.every = every
         self.last_epoch = last_epoch
         self.val = val
@@ -63,8 +68,14 @@ class EvaluationCallback(keras.callbacks.Callback):
         due = epoch + 1 == self.last_epoch or (self.every > 0 and (epoch + 1) % self.every == 0)
         start = time.perf_counter()
         if self.query and due:
-            res = evaluate_model(self.embed, self.query, self.gallery, height, width)
+            qf = extract_features(self.embed, [r.path for r in self.query], height, width)
+            gf = extract_features(self.embed, [r.path for r in self.gallery], height, width)
+            res = evaluate_features(qf, gf, self.query, self.gallery)
             self.state.eval_results = res
+            if self.projector_dir and epoch + 1 == self.last_epoch:
+                files = write_eval_projector(self.projector_dir, qf, gf, self.query, self.gallery)
+                self.log(f"epoch {epoch + 1}: embedding projector of {len(files.indices)} "
+                         f"query/gallery crops in {self.projector_dir} (TensorBoard, Projector)")
             self.log(
                 f"epoch {epoch + 1}: mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}, "
                 f"Rank-5 {res['rank5']:.1%}, Rank-10 {res['rank10']:.1%}"

@@ -295,6 +295,7 @@ def train(cfg: TrainConfig) -> dict:
             best_path=best_path,
             log=log,
             student=embed_student if run_cfg.eval_student else None,
+            projector_dir=os.path.join(out_dir, runs.LOGS) if is_chief else "",
         ),
         cb.EpochCounter(state),
         cb.CheckpointCallback(manager),
