@@ -46,8 +46,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 # MaskPre's own parts, switched off.
 PARTS_OFF = ("--drop_rate=0", "--mask_weight=0", "--consistency_weight=0")
 # Extra flags of each trained row on top of the protocol.
-ROW_FLAGS = {"baseline": (*PARTS_OFF, "--camera_memory=false"), "camera": PARTS_OFF,
-             "maskpre": ()}
+ROW_FLAGS = {"baseline": (*PARTS_OFF, "--camera_memory=false"), "camera": PARTS_OFF, "maskpre": ()}
 
 
 def protocol(flagfile: str, data_dir: str, weights: str, *extra: str):
@@ -58,8 +57,15 @@ def protocol(flagfile: str, data_dir: str, weights: str, *extra: str):
 
     values = flags.FlagValues()
     define_flags(values)
-    values(["bench", f"--flagfile={flagfile}", f"--data_dir={data_dir}",
-            f"--backbone_weights={weights}", *extra])
+    values(
+        [
+            "bench",
+            f"--flagfile={flagfile}",
+            f"--data_dir={data_dir}",
+            f"--backbone_weights={weights}",
+            *extra,
+        ]
+    )
     return config_from_flags(values)
 
 
@@ -83,18 +89,37 @@ def imagenet_row(cfg) -> dict:
     c = cfg.clustering
     labels, eps, _ = pseudo_labels(features, c.fixed_eps, c.min_samples, c.k1, c.k2)
     stats = cluster_statistics(labels, np.array([r.pid for r in data.train]))
-    row.update(num_clusters=stats["num_clusters"], num_outliers=stats["num_outliers"],
-               ari=stats["ari"], eps=eps, minutes=(time.perf_counter() - start) / 60)
+    row.update(
+        num_clusters=stats["num_clusters"],
+        num_outliers=stats["num_outliers"],
+        ari=stats["ari"],
+        eps=eps,
+        minutes=(time.perf_counter() - start) / 60,
+    )
     return row
 
 
-def trained_row(name: str, flagfile: str, data_dir: str, weights: str, seed: int, out: str,
-                extra: tuple[str, ...]) -> dict:
+def trained_row(
+    name: str,
+    flagfile: str,
+    data_dir: str,
+    weights: str,
+    seed: int,
+    out: str,
+    extra: tuple[str, ...],
+) -> dict:
     """Train one row in a fresh process (or reuse its finished summary); its figures."""
     run_dir = os.path.join(out, f"{name}_seed{seed}")
     own = (f"--seed={seed}", f"--output_dir={run_dir}", *extra)
-    argv = [sys.executable, "-m", "maskpre_tf.train", f"--flagfile={flagfile}",
-            f"--data_dir={data_dir}", f"--backbone_weights={weights}", *own]
+    argv = [
+        sys.executable,
+        "-m",
+        "maskpre_tf.train",
+        f"--flagfile={flagfile}",
+        f"--data_dir={data_dir}",
+        f"--backbone_weights={weights}",
+        *own,
+    ]
     summary_path = os.path.join(run_dir, "summary.json")
     digest = protocol(flagfile, data_dir, weights, *own).digest()
     recorded = _read(os.path.join(run_dir, "config.json")).get("digest")
@@ -105,20 +130,28 @@ def trained_row(name: str, flagfile: str, data_dir: str, weights: str, seed: int
         with open(os.path.join(run_dir, "bench.log"), "a") as log:
             proc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
         if proc.returncode:
-            raise SystemExit(f"{name}: training failed (exit {proc.returncode}); see "
-                             f"{run_dir}/bench.log")
+            raise SystemExit(
+                f"{name}: training failed (exit {proc.returncode}); see {run_dir}/bench.log"
+            )
     with open(summary_path) as f:
         summary = json.load(f)
     with open(os.path.join(run_dir, "summary_epochs.json")) as f:
         epochs = json.load(f)["epochs"]
     last = epochs[-1]
-    row = dict(summary["after"], start_mAP=summary["before"].get("mAP"),
-               num_clusters=last.get("num_clusters"),
-               num_outliers=last.get("num_outliers"), ari=last.get("ari"),
-               minutes=summary["seconds"] / 60, run_dir=run_dir, command=" ".join(argv[1:]))
-    row["breakdown"] = {key: sum(e.get(key, 0.0) for e in epochs) / len(epochs)
-                        for key in ("steps_seconds", "extract_seconds", "cluster_seconds",
-                                    "eval_seconds")}
+    row = dict(
+        summary["after"],
+        start_mAP=summary["before"].get("mAP"),
+        num_clusters=last.get("num_clusters"),
+        num_outliers=last.get("num_outliers"),
+        ari=last.get("ari"),
+        minutes=summary["seconds"] / 60,
+        run_dir=run_dir,
+        command=" ".join(argv[1:]),
+    )
+    row["breakdown"] = {
+        key: sum(e.get(key, 0.0) for e in epochs) / len(epochs)
+        for key in ("steps_seconds", "extract_seconds", "cluster_seconds", "eval_seconds")
+    }
     row["curve"] = [(e["epoch"], e["mAP"]) for e in epochs if "mAP" in e]
     return row
 
@@ -137,15 +170,31 @@ def peer_row(args, cfg, seed: int) -> dict:
     d, o, c, m = cfg.data, cfg.optim, cfg.clustering, cfg.maskpre
     run_dir = os.path.join(args.out, f"peer_seed{seed}")
     result = os.path.join(run_dir, "result.json")
-    argv = [args.peer_python, os.path.join(ROOT, "benchmarks", "peer", "cluster_contrast.py"),
-            f"--peer_dir={args.peer_dir}", f"--data_dir={args.data_dir}",
-            f"--weights={args.peer_weights}", f"--height={d.height}", f"--width={d.width}",
-            f"--batch_size={o.batch_size}", f"--num_instances={o.num_instances}",
-            f"--iters={o.iters}", f"--epochs={o.epochs}", f"--eps={c.eps}", f"--k1={c.k1}",
-            f"--k2={c.k2}", f"--lr={o.lr}", f"--weight_decay={o.weight_decay}",
-            f"--step_size={o.lr_step}", f"--eval_step={cfg.run.eval_every}",
-            f"--temp={m.temperature}", f"--momentum={m.proto_momentum}", f"--seed={seed}",
-            f"--output_json={result}", f"--log_file={os.path.join(run_dir, 'log.txt')}"]
+    argv = [
+        args.peer_python,
+        os.path.join(ROOT, "benchmarks", "peer", "cluster_contrast.py"),
+        f"--peer_dir={args.peer_dir}",
+        f"--data_dir={args.data_dir}",
+        f"--weights={args.peer_weights}",
+        f"--height={d.height}",
+        f"--width={d.width}",
+        f"--batch_size={o.batch_size}",
+        f"--num_instances={o.num_instances}",
+        f"--iters={o.iters}",
+        f"--epochs={o.epochs}",
+        f"--eps={c.eps}",
+        f"--k1={c.k1}",
+        f"--k2={c.k2}",
+        f"--lr={o.lr}",
+        f"--weight_decay={o.weight_decay}",
+        f"--step_size={o.lr_step}",
+        f"--eval_step={cfg.run.eval_every}",
+        f"--temp={m.temperature}",
+        f"--momentum={m.proto_momentum}",
+        f"--seed={seed}",
+        f"--output_json={result}",
+        f"--log_file={os.path.join(run_dir, 'log.txt')}",
+    ]
     if o.precision == "mixed_bfloat16":  # as our rows: bfloat16 autocast, training and extraction
         argv += ["--bf16", "--bf16_extract"]
     if not os.path.isfile(result):
@@ -158,28 +207,41 @@ def peer_row(args, cfg, seed: int) -> dict:
         peer = json.load(f)
     last = peer["last_epoch_eval"]
     clusters = peer.get("clusters_hooked") or [{}]
-    return {"mAP": last["mAP"], "rank1": last["rank1"], "rank5": last["rank5"],
-            "rank10": last["rank10"], "num_clusters": clusters[-1].get("clusters"),
-            "num_outliers": clusters[-1].get("outliers"), "ari": None,
-            "minutes": peer["wall_minutes"], "command": " ".join(argv[1:])}
+    return {
+        "mAP": last["mAP"],
+        "rank1": last["rank1"],
+        "rank5": last["rank5"],
+        "rank10": last["rank10"],
+        "num_clusters": clusters[-1].get("clusters"),
+        "num_outliers": clusters[-1].get("outliers"),
+        "ari": None,
+        "minutes": peer["wall_minutes"],
+        "command": " ".join(argv[1:]),
+    }
 
 
 def print_table(rows: dict[str, dict]) -> None:
-    print(f"{'row':<16} {'start':>6} {'mAP':>6} {'R-1':>6} {'R-5':>6} {'R-10':>6} "
-          f"{'clusters':>9} {'outliers':>9} {'ARI':>6} {'minutes':>8}")
+    print(
+        f"{'row':<16} {'start':>6} {'mAP':>6} {'R-1':>6} {'R-5':>6} {'R-10':>6} "
+        f"{'clusters':>9} {'outliers':>9} {'ARI':>6} {'minutes':>8}"
+    )
     for name, r in rows.items():
         ari = "" if r.get("ari") is None else f"{r['ari']:.3f}"
         start = "" if r.get("start_mAP") is None else f"{100 * r['start_mAP']:.1f}"
         metrics = " ".join(f"{100 * r[k]:6.1f}" for k in ("mAP", "rank1", "rank5", "rank10"))
-        print(f"{name:<16} {start:>6} {metrics} {r.get('num_clusters') or '':>9} "
-              f"{r.get('num_outliers') or '':>9} {ari:>6} {r['minutes']:8.1f}")
+        print(
+            f"{name:<16} {start:>6} {metrics} {r.get('num_clusters') or '':>9} "
+            f"{r.get('num_outliers') or '':>9} {ari:>6} {r['minutes']:8.1f}"
+        )
     for name, r in rows.items():
         if "breakdown" in r:
             b = r["breakdown"]
             curve = ", ".join(f"e{e} {100 * v:.1f}" for e, v in r["curve"])
-            print(f"{name}: per epoch {b['steps_seconds']:.0f} s steps, "
-                  f"{b['extract_seconds']:.0f} s extraction, {b['cluster_seconds']:.0f} s "
-                  f"clustering, {b['eval_seconds']:.0f} s evaluation; mAP {curve}")
+            print(
+                f"{name}: per epoch {b['steps_seconds']:.0f} s steps, "
+                f"{b['extract_seconds']:.0f} s extraction, {b['cluster_seconds']:.0f} s "
+                f"clustering, {b['eval_seconds']:.0f} s evaluation; mAP {curve}"
+            )
 
 
 def main() -> None:
@@ -187,8 +249,11 @@ def main() -> None:
     parser.add_argument("--data_dir", required=True)
     parser.add_argument("--weights", required=True, help="imported ImageNet weights file")
     parser.add_argument("--flagfile", default=os.path.join(ROOT, "configs", "market_cpu.flags"))
-    parser.add_argument("--rows", default="imagenet,baseline,camera,maskpre",
-                        help="comma-separated: imagenet, baseline, camera, maskpre, peer")
+    parser.add_argument(
+        "--rows",
+        default="imagenet,baseline,camera,maskpre",
+        help="comma-separated: imagenet, baseline, camera, maskpre, peer",
+    )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of trained rows")
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "real_bench"))
     parser.add_argument("--output_json", default="")
@@ -210,8 +275,15 @@ def main() -> None:
             if name == "peer":
                 rows[key] = peer_row(args, cfg, seed)
             else:
-                rows[key] = trained_row(name, args.flagfile, args.data_dir, args.weights, seed,
-                                        args.out, ROW_FLAGS[name])
+                rows[key] = trained_row(
+                    name,
+                    args.flagfile,
+                    args.data_dir,
+                    args.weights,
+                    seed,
+                    args.out,
+                    ROW_FLAGS[name],
+                )
         print_table(rows)  # after every row: a long benchmark shows progress
     if args.output_json:
         with open(args.output_json, "w") as f:

@@ -90,8 +90,11 @@ class ModelConfig:
         "of unknown origin)",
     )
     last_stride: int = _field(1, "stride of the last backbone stage (1 = re-ID standard)")
-    frozen_stages: int = _field(0, "backbone stages kept frozen (0-4: stem, then each "
-                                "down-sampling stage); fewer gradients, more steps per minute")
+    frozen_stages: int = _field(
+        0,
+        "backbone stages kept frozen (0-4: stem, then each "
+        "down-sampling stage); fewer gradients, more steps per minute",
+    )
     layout: str = _field(
         "keras", "backbone layout (keras or torch), decided by the weights", flag=False
     )
@@ -101,36 +104,56 @@ class ModelConfig:
 class MaskPreConfig:
     """MaskPre's parts: DropBlock views, mask prediction, clustering head, EMA teacher."""
 
-    drop_rate: float = _field(0.2, "DropBlock target drop rate (fraction of feature-map cells "
-                              "dropped), ramped linearly from 0 at the first step")
-    drop_warmup_epochs: int = _field(0, "epochs over which the DropBlock rate ramps up to "
-                                     "--drop_rate (0 = the whole run)")
+    drop_rate: float = _field(
+        0.2,
+        "DropBlock target drop rate (fraction of feature-map cells "
+        "dropped), ramped linearly from 0 at the first step",
+    )
+    drop_warmup_epochs: int = _field(
+        0, "epochs over which the DropBlock rate ramps up to --drop_rate (0 = the whole run)"
+    )
     block_size: int = _field(3, "DropBlock block size in feature-map cells")
-    mask_stage: str = _field("last", "where the views are masked: last (the backbone's output "
-                             "map) or inner (before the last stage: ResNet-50 conv4, "
-                             "MobileNetV2 block 13, resnet_small stage 3), so the last stage "
-                             "must infer the hole")
+    mask_stage: str = _field(
+        "last",
+        "where the views are masked: last (the backbone's output "
+        "map) or inner (before the last stage: ResNet-50 conv4, "
+        "MobileNetV2 block 13, resnet_small stage 3), so the last stage "
+        "must infer the hole",
+    )
     mask_weight: float = _field(1.0, "weight of the mask-prediction loss (0 disables the head)")
-    consistency_weight: float = _field(0.5, "weight of the cross-view consistency loss (0 "
-                                       "disables it)")
+    consistency_weight: float = _field(
+        0.5, "weight of the cross-view consistency loss (0 disables it)"
+    )
     temperature: float = _field(0.05, "temperature of the cluster-contrastive loss")
-    consistency_temperature: float = _field(0.5, "temperature of the views' soft assignments "
-                                            "in the consistency loss")
-    consistency_teacher_temperature: float = _field(0.5, "temperature of the teacher's soft "
-                                                    "assignment in the consistency loss (lower "
-                                                    "= a sharper target)")
-    proto_momentum: float = _field(0.1, "memory momentum (share of the old prototype kept "
-                                   "per update)")
-    memory_update: str = _field("mean", "prototype update: mean (batch mean per cluster), "
-                                "instance (one step per sample, cluster-contrast) or hard (the "
-                                "least similar sample of each cluster)")
-    camera_memory: bool = _field(False, "contrast against per-camera proxies of each cluster "
-                                 "(CAP: intra- and inter-camera losses) instead of one "
-                                 "prototype per cluster; needs camera ids")
+    consistency_temperature: float = _field(
+        0.5, "temperature of the views' soft assignments in the consistency loss"
+    )
+    consistency_teacher_temperature: float = _field(
+        0.5,
+        "temperature of the teacher's soft "
+        "assignment in the consistency loss (lower "
+        "= a sharper target)",
+    )
+    proto_momentum: float = _field(
+        0.1, "memory momentum (share of the old prototype kept per update)"
+    )
+    memory_update: str = _field(
+        "mean",
+        "prototype update: mean (batch mean per cluster), "
+        "instance (one step per sample, cluster-contrast) or hard (the "
+        "least similar sample of each cluster)",
+    )
+    camera_memory: bool = _field(
+        False,
+        "contrast against per-camera proxies of each cluster "
+        "(CAP: intra- and inter-camera losses) instead of one "
+        "prototype per cluster; needs camera ids",
+    )
     camera_temperature: float = _field(0.07, "temperature of the camera-proxy losses")
     camera_negatives: int = _field(50, "hard negative proxies of the inter-camera loss")
-    inter_camera_weight: float = _field(0.5, "weight of the inter-camera loss beside the "
-                                        "intra-camera one")
+    inter_camera_weight: float = _field(
+        0.5, "weight of the inter-camera loss beside the intra-camera one"
+    )
     ema_momentum: float = _field(0.999, "EMA teacher momentum")
 
 
@@ -138,9 +161,12 @@ class MaskPreConfig:
 class ClusteringConfig:
     """Pseudo labels: k-reciprocal Jaccard distance + DBSCAN, once an epoch."""
 
-    eps: str = _field("0.6", "DBSCAN eps on the Jaccard distance, in (0, 1), or auto: chosen "
-                      "again at every clustering as the eps with the most clusters (see "
-                      "maskpre_tf.clustering.auto_eps)")
+    eps: str = _field(
+        "0.6",
+        "DBSCAN eps on the Jaccard distance, in (0, 1), or auto: chosen "
+        "again at every clustering as the eps with the most clusters (see "
+        "maskpre_tf.clustering.auto_eps)",
+    )
     min_samples: int = _field(4, "DBSCAN min_samples (>= 1)")
     k1: int = _field(30, "k-reciprocal neighbourhood size")
     k2: int = _field(6, "local query expansion size (<= --k1)")
@@ -150,9 +176,12 @@ class ClusteringConfig:
         "one its own cluster, as in SpCL's hybrid memory)",
     )
     camera_aware: bool = _field(False, "subtract each camera's mean feature before clustering")
-    cluster_network: str = _field("teacher", "whose features are clustered each epoch: teacher "
-                                  "(the EMA model, MMT-style) or student (the online model, as "
-                                  "cluster-contrast does)")
+    cluster_network: str = _field(
+        "teacher",
+        "whose features are clustered each epoch: teacher "
+        "(the EMA model, MMT-style) or student (the online model, as "
+        "cluster-contrast does)",
+    )
 
     @property
     def fixed_eps(self) -> float | None:
@@ -195,8 +224,11 @@ class RunConfig:
     )
     keep_best: bool = _field(False, "keep the best epoch by mAP on --val_dir (never the test set)")
     val_dir: str = _field("", "labelled validation split (Market layout) for --keep_best")
-    steps_per_loop: int = _field(1, "training steps per tf.function call (fewer host round "
-                                 "trips; progress, losses and the NaN check per loop)")
+    steps_per_loop: int = _field(
+        1,
+        "training steps per tf.function call (fewer host round "
+        "trips; progress, losses and the NaN check per loop)",
+    )
     strategy: str = _field(
         "mirrored", "mirrored (all local devices), multi_worker (TF_CONFIG) or default"
     )
@@ -277,11 +309,20 @@ class TrainConfig:
             raise UserError(f"--mask_stage={m.mask_stage}: expected last or inner")
         if m.memory_update not in ("mean", "instance", "hard"):
             raise UserError(f"--memory_update={m.memory_update}: expected mean, instance or hard")
-        if min(m.temperature, m.consistency_temperature, m.consistency_teacher_temperature,
-               m.camera_temperature) <= 0:
-            raise UserError("temperatures (--temperature, --consistency_temperature, "
-                            "--consistency_teacher_temperature, --camera_temperature) must be "
-                            "positive")
+        if (
+            min(
+                m.temperature,
+                m.consistency_temperature,
+                m.consistency_teacher_temperature,
+                m.camera_temperature,
+            )
+            <= 0
+        ):
+            raise UserError(
+                "temperatures (--temperature, --consistency_temperature, "
+                "--consistency_teacher_temperature, --camera_temperature) must be "
+                "positive"
+            )
         if o.precision not in ("float32", "mixed_bfloat16", "mixed_float16"):
             raise UserError(
                 f"--precision={o.precision}: expected float32, mixed_bfloat16 or mixed_float16"

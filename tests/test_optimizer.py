@@ -31,8 +31,9 @@ def _one_step(optimizer, loss_dtype) -> np.ndarray:
     return w.numpy()
 
 
-@pytest.mark.parametrize("loss_dtype, loss_scaled", [
-    (tf.float32, False), (tf.bfloat16, False), (tf.float16, True)])
+@pytest.mark.parametrize(
+    "loss_dtype, loss_scaled", [(tf.float32, False), (tf.bfloat16, False), (tf.float16, True)]
+)
 def test_decay_survives_loss_scaling(loss_dtype, loss_scaled):
     sgd = keras.optimizers.SGD(LR)
     optimizer = keras.optimizers.LossScaleOptimizer(sgd) if loss_scaled else sgd
@@ -49,6 +50,7 @@ def test_float16_config_gets_a_loss_scale_optimizer_and_the_same_adam_step():
         cfg = TrainConfig().replace(precision=precision, lr=LR, iters=10, epochs=2, lr_step=1)
         optimizer = make_optimizer(cfg.optim)
         assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer) == (
-            precision == "mixed_float16")
+            precision == "mixed_float16"
+        )
         steps[precision] = _one_step(optimizer, tf.float32)
     np.testing.assert_allclose(steps["mixed_float16"], steps["float32"], rtol=1e-5)

@@ -18,12 +18,27 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def tiny_flags(data_dir: str, output_dir: str, **extra) -> list[str]:
     flags = {
-        "dataset": "market1501", "data_dir": data_dir, "output_dir": output_dir,
-        "backbone": "resnet_small", "backbone_weights": "none", "height": 64, "width": 32,
-        "pad": 2, "batch_size": 16, "num_instances": 4, "epochs": 3, "iters": 3, "lr_step": 2,
-        "eps": 0.5, "k1": 8, "k2": 2, "min_samples": 2, "outliers": "instances",
+        "dataset": "market1501",
+        "data_dir": data_dir,
+        "output_dir": output_dir,
+        "backbone": "resnet_small",
+        "backbone_weights": "none",
+        "height": 64,
+        "width": 32,
+        "pad": 2,
+        "batch_size": 16,
+        "num_instances": 4,
+        "epochs": 3,
+        "iters": 3,
+        "lr_step": 2,
+        "eps": 0.5,
+        "k1": 8,
+        "k2": 2,
+        "min_samples": 2,
+        "outliers": "instances",
         "eval_every": 1,
-        "precision": "float32", "seed": 3,
+        "precision": "float32",
+        "seed": 3,
     }
     flags.update(extra)
     return [f"--{k}={v}" for k, v in flags.items()]
@@ -31,8 +46,14 @@ def tiny_flags(data_dir: str, output_dir: str, **extra) -> list[str]:
 
 def run_train(flags: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
-    return subprocess.run([sys.executable, "-m", "maskpre_tf.train", *flags], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "maskpre_tf.train", *flags],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def checkpoint_tensor(checkpoint: str, name: str) -> np.ndarray:
@@ -64,23 +85,30 @@ def test_run_writes_checkpoints_summary_and_logs(reference_run):
     assert any(name.startswith("events.out.tfevents") for name in events)
     # The last evaluation's embeddings, with the crops as sprites, for TensorBoard's projector.
     assert {"projector_config.pbtxt", "projector_metadata.tsv", "projector_sprite.png"} <= set(
-        events)
+        events
+    )
     assert "embedding projector of" in stdout
 
 
-def test_kill_and_resume_gives_the_uninterrupted_result(reference_run, synth_market,
-                                                        tmp_path):
+def test_kill_and_resume_gives_the_uninterrupted_result(reference_run, synth_market, tmp_path):
     ref_out, _ = reference_run
     out = str(tmp_path / "killed")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.Popen([sys.executable, "-m", "maskpre_tf.train",
-                             *tiny_flags(synth_market, out)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "maskpre_tf.train", *tiny_flags(synth_market, out)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     ckpt_dir = os.path.join(out, "checkpoints")
     deadline = time.time() + 300
     # Kill as soon as a checkpoint is complete (its files written, then the index naming it).
-    while (tf.train.latest_checkpoint(ckpt_dir) is None and proc.poll() is None
-           and time.time() < deadline):
+    while (
+        tf.train.latest_checkpoint(ckpt_dir) is None
+        and proc.poll() is None
+        and time.time() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -99,16 +127,21 @@ def test_kill_and_resume_gives_the_uninterrupted_result(reference_run, synth_mar
     # ... and the resumed run ends where the uninterrupted one did.
     ref_final = os.path.join(ref_out, "checkpoints", "ckpt-3")
     final = os.path.join(out, "checkpoints", "ckpt-3")
-    np.testing.assert_array_equal(checkpoint_tensor(final, "pseudo_labels"),
-                                  checkpoint_tensor(ref_final, "pseudo_labels"))
+    np.testing.assert_array_equal(
+        checkpoint_tensor(final, "pseudo_labels"), checkpoint_tensor(ref_final, "pseudo_labels")
+    )
     ref_reader = tf.train.load_checkpoint(ref_final)
     reader = tf.train.load_checkpoint(final)
-    teacher_keys = [k for k in ref_reader.get_variable_to_shape_map()
-                    if k.startswith("model/teacher") and "OPTIMIZER" not in k]
+    teacher_keys = [
+        k
+        for k in ref_reader.get_variable_to_shape_map()
+        if k.startswith("model/teacher") and "OPTIMIZER" not in k
+    ]
     assert teacher_keys
     for key in teacher_keys:
-        np.testing.assert_allclose(reader.get_tensor(key), ref_reader.get_tensor(key),
-                                   rtol=1e-3, atol=1e-4)  # float reduction order
+        np.testing.assert_allclose(
+            reader.get_tensor(key), ref_reader.get_tensor(key), rtol=1e-3, atol=1e-4
+        )  # float reduction order
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path):
@@ -136,10 +169,27 @@ def test_domain_adaptation_beats_the_source_only_model(tmp_path):
     generate(source, identities=60, cameras=4, seed=11, images_per_camera=3, verbose=False)
     generate(target, identities=60, cameras=4, seed=12, images_per_camera=3, verbose=False)
     out = str(tmp_path / "run")
-    proc = run_train(tiny_flags(
-        target, out, source_dataset="market1501", source_dir=source, source_epochs=10,
-        batch_size=32, epochs=10, iters=15, lr_step=8, k1=15, k2=4, eps=0.5,
-        min_samples=4, outliers="drop", camera_aware=True, eval_every=5, seed=0))
+    proc = run_train(
+        tiny_flags(
+            target,
+            out,
+            source_dataset="market1501",
+            source_dir=source,
+            source_epochs=10,
+            batch_size=32,
+            epochs=10,
+            iters=15,
+            lr_step=8,
+            k1=15,
+            k2=4,
+            eps=0.5,
+            min_samples=4,
+            outliers="drop",
+            camera_aware=True,
+            eval_every=5,
+            seed=0,
+        )
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(os.path.join(out, "summary.json")) as f:
         summary = json.load(f)
@@ -178,8 +228,7 @@ def test_too_few_clusters_stops_with_exit_2_and_trains_nothing(synth_market, tmp
     assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")) is None
 
 
-def test_a_finished_run_is_not_trained_again_and_keeps_its_summary(reference_run,
-                                                                     synth_market):
+def test_a_finished_run_is_not_trained_again_and_keeps_its_summary(reference_run, synth_market):
     out, _ = reference_run
     with open(os.path.join(out, "summary.json")) as f:
         before = json.load(f)

@@ -11,8 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-MOBILENET_V2_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-                         (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+MOBILENET_V2_SETTINGS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 
 
 class Bottleneck(nn.Module):
@@ -25,9 +32,13 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(planes * 4)
         self.relu = nn.ReLU()
-        self.downsample = nn.Sequential(
-            nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
-        ) if downsample else None
+        self.downsample = (
+            nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+            if downsample
+            else None
+        )
 
     def forward(self, x):
         y = self.relu(self.bn1(self.conv1(x)))
@@ -47,7 +58,8 @@ class ResNet50Trunk(nn.Module):
         self.maxpool = nn.MaxPool2d(3, 2, padding=1)
         inplanes = 64
         for index, (planes, blocks, stride) in enumerate(
-                ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, last_stride)), start=1):
+            ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, last_stride)), start=1
+        ):
             layers = []
             for b in range(blocks):
                 layers.append(Bottleneck(inplanes, planes, stride if b == 0 else 1, b == 0))
@@ -60,8 +72,10 @@ class ResNet50Trunk(nn.Module):
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int, groups: int = 1, relu: bool = True):
-    layers = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
-              nn.BatchNorm2d(cout)]
+    layers = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+    ]
     return layers + [nn.ReLU6()] if relu else layers
 
 
@@ -110,8 +124,9 @@ def randomise(model: nn.Module, seed: int = 0) -> nn.Module:
         for module in model.modules():
             if isinstance(module, nn.Conv2d):
                 fan_in = module.weight[0].numel()
-                module.weight.copy_(torch.randn(module.weight.shape, generator=generator)
-                                    * (2.0 / fan_in) ** 0.5)
+                module.weight.copy_(
+                    torch.randn(module.weight.shape, generator=generator) * (2.0 / fan_in) ** 0.5
+                )
             elif isinstance(module, nn.BatchNorm2d):
                 shape = module.weight.shape
                 module.weight.copy_(0.75 + 0.5 * torch.rand(shape, generator=generator))

@@ -23,8 +23,9 @@ GRID = tuple(round(0.3 + 0.025 * i, 3) for i in range(21))  # 0.30 .. 0.80
 MAX_EPS = GRID[-1]
 
 
-def cluster_counts(dist: sp.csr_array, min_samples: int = 4,
-                   grid: tuple[float, ...] = GRID) -> list[int]:
+def cluster_counts(
+    dist: sp.csr_array, min_samples: int = 4, grid: tuple[float, ...] = GRID
+) -> list[int]:
     """Number of DBSCAN clusters at each eps of ``grid`` on one distance graph.
 
     Args:
@@ -35,8 +36,7 @@ def cluster_counts(dist: sp.csr_array, min_samples: int = 4,
     return [int(dbscan_labels(dist, eps, min_samples).max()) + 1 for eps in grid]
 
 
-def choose_eps(dist: sp.csr_array, min_samples: int = 4, grid: tuple[float, ...] = GRID
-               ) -> float:
+def choose_eps(dist: sp.csr_array, min_samples: int = 4, grid: tuple[float, ...] = GRID) -> float:
     """The eps of ``grid`` with the most DBSCAN clusters (the smallest one on ties)."""
     counts = cluster_counts(dist, min_samples, grid)
     return float(grid[int(np.argmax(counts))])

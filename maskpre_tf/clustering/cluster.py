@@ -204,8 +204,20 @@ def cluster(
     if check_features(features).shape[0] == 0:
         return np.empty(0, dtype=np.int64)
     clock = {} if timings is None else timings
-    dist = jaccard_graph(features, eps, k1, k2, camids, index, ranks, num_threads, max_triples,
-                         seed, clock, convention)
+    dist = jaccard_graph(
+        features,
+        eps,
+        k1,
+        k2,
+        camids,
+        index,
+        ranks,
+        num_threads,
+        max_triples,
+        seed,
+        clock,
+        convention,
+    )
     start = time.perf_counter()
     labels = dbscan_labels(dist, eps, min_samples)
     clock["dbscan"] = time.perf_counter() - start

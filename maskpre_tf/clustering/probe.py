@@ -44,8 +44,10 @@ def eps_table(
     from maskpre_tf.clustering.cluster import cluster_statistics, dbscan_labels, jaccard_graph
 
     dist = jaccard_graph(features, max(eps_values), k1, k2, camids=camids)
-    rows = [{"eps": eps, **cluster_statistics(dbscan_labels(dist, eps, min_samples), pids)}
-            for eps in sorted(eps_values)]
+    rows = [
+        {"eps": eps, **cluster_statistics(dbscan_labels(dist, eps, min_samples), pids)}
+        for eps in sorted(eps_values)
+    ]
     return rows, choose_eps(dist, min_samples)
 
 
@@ -58,8 +60,7 @@ def format_table(rows: list[dict], auto: float) -> str:
     for r in rows:
         line = f"{r['eps']:5.2f} {r['num_clusters']:9d} {r['num_outliers']:9d} {r['largest']:8d}"
         if scored:
-            line += (f" {r['ari']:6.3f} {r['pairwise_precision']:7.3f} "
-                     f"{r['pairwise_recall']:7.3f}")
+            line += f" {r['ari']:6.3f} {r['pairwise_precision']:7.3f} {r['pairwise_recall']:7.3f}"
         lines.append(line)
     lines.append(f"--eps=auto chooses {auto:.3f}")
     return "\n".join(lines)
@@ -76,10 +77,15 @@ def run_features(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, obje
     teacher, cfg = runs.load_teacher(run_dir, prefer_checkpoint=True)
     data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)
     embed = tf.function(lambda x: teacher(x, training=False), reduce_retracing=True)
-    features = extract_features(embed, [r.path for r in data.train], cfg.data.height,
-                                cfg.data.width)
-    return (features, np.array([r.pid for r in data.train]),
-            np.array([r.camid for r in data.train]), cfg)
+    features = extract_features(
+        embed, [r.path for r in data.train], cfg.data.height, cfg.data.width
+    )
+    return (
+        features,
+        np.array([r.pid for r in data.train]),
+        np.array([r.camid for r in data.train]),
+        cfg,
+    )
 
 
 def define_flags() -> None:
@@ -90,8 +96,9 @@ def define_flags() -> None:
     flags.DEFINE_integer("k1", None, "k-reciprocal size (default: the run's, else 30)")
     flags.DEFINE_integer("k2", None, "query expansion size (default: the run's, else 6)")
     flags.DEFINE_integer("min_samples", None, "DBSCAN min_samples (default: the run's, else 4)")
-    flags.DEFINE_bool("camera_aware", None, "camera-centre the features first (default: the "
-                      "run's setting)")
+    flags.DEFINE_bool(
+        "camera_aware", None, "camera-centre the features first (default: the run's setting)"
+    )
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")
 
 
@@ -112,15 +119,20 @@ def main(argv: list[str]) -> None:
     if values.run:
         features, pids, camids, cfg = run_features(values.run)
         c = cfg.clustering
-        settings = {"k1": c.k1, "k2": c.k2, "min_samples": c.min_samples,
-                    "camera_aware": c.camera_aware}
+        settings = {
+            "k1": c.k1,
+            "k2": c.k2,
+            "min_samples": c.min_samples,
+            "camera_aware": c.camera_aware,
+        }
     else:
         try:
             archive = np.load(values.features)
             features = archive["features"]
         except (OSError, ValueError, KeyError) as err:
-            raise UserError(f"--features={values.features}: not an .npz holding an array "
-                            f"'features' ({err})") from err
+            raise UserError(
+                f"--features={values.features}: not an .npz holding an array 'features' ({err})"
+            ) from err
         pids = archive["pids"] if "pids" in archive else None
         camids = archive["camids"] if "camids" in archive else None
     for name in settings:
@@ -130,11 +142,19 @@ def main(argv: list[str]) -> None:
         raise UserError("--camera_aware needs camera ids: an 'camids' array in --features")
     if pids is not None and (pids < 0).all():
         pids = None
-    rows, auto = eps_table(features, eps_values, settings["k1"], settings["k2"],
-                           settings["min_samples"],
-                           camids if settings["camera_aware"] else None, pids)
-    print(f"{features.shape[0]} samples, k1 {settings['k1']}, k2 {settings['k2']}, "
-          f"min_samples {settings['min_samples']}, camera-aware {settings['camera_aware']}")
+    rows, auto = eps_table(
+        features,
+        eps_values,
+        settings["k1"],
+        settings["k2"],
+        settings["min_samples"],
+        camids if settings["camera_aware"] else None,
+        pids,
+    )
+    print(
+        f"{features.shape[0]} samples, k1 {settings['k1']}, k2 {settings['k2']}, "
+        f"min_samples {settings['min_samples']}, camera-aware {settings['camera_aware']}"
+    )
     print(format_table(rows, auto))
 
 

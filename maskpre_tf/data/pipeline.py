@@ -139,8 +139,7 @@ def make_train_dataset(
             # A key unique to this draw of the image (epoch, stream position): repeated copies
             # of one image in a batch (small clusters, singletons) get different DropBlock masks.
             keys = epoch * POSITIONS_PER_EPOCH + group_positions
-            group = {"image": images, "index": group_indices, "label": group_labels,
-                     "key": keys}
+            group = {"image": images, "index": group_indices, "label": group_labels, "key": keys}
             return group, group_positions[0] // k
 
         def report_skips(expected, element):

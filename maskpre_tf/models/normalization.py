@@ -27,7 +27,6 @@ TORCH_MEAN = (0.485, 0.456, 0.406)  # 0–1 scale, R, G, B
 TORCH_STD = (0.229, 0.224, 0.225)
 
 
-
 def check_input_norm(norm: str) -> str:
     """Return ``norm`` if it names a convention; raise ValueError otherwise."""
     if norm not in INPUT_NORMS:

@@ -74,8 +74,10 @@ class EvaluationCallback(keras.callbacks.Callback):
             self.state.eval_results = res
             if self.projector_dir and epoch + 1 == self.last_epoch:
                 files = write_eval_projector(self.projector_dir, qf, gf, self.query, self.gallery)
-                self.log(f"epoch {epoch + 1}: embedding projector of {len(files.indices)} "
-                         f"query/gallery crops in {self.projector_dir} (TensorBoard, Projector)")
+                self.log(
+                    f"epoch {epoch + 1}: embedding projector of {len(files.indices)} "
+                    f"query/gallery crops in {self.projector_dir} (TensorBoard, Projector)"
+                )
             self.log(
                 f"epoch {epoch + 1}: mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}, "
                 f"Rank-5 {res['rank5']:.1%}, Rank-10 {res['rank10']:.1%}"
