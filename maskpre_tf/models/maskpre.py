@@ -2,18 +2,20 @@
 
 Method (Yin, Zhang, Xie, Ma, Guo; Pattern Recognition 126, 2022), as this project defines it:
 
-1. The online backbone maps an image to a region-level map ``F`` [B, h, w, C]; the EMA teacher
-   maps the same (unmasked) image to ``T`` (no gradient).
-2. A dynamic DropBlock masks ``F`` twice with different per-sample keys: views ``F1``, ``F2``.
-3. The clustering head: each view is pooled (GeM + BN neck + L2) and classified against the
-   cluster prototypes (cluster-contrastive InfoNCE, Dai et al. 2021), so both views are pulled
-   into their image's pseudo-identity; a consistency term matches each view's soft assignment to
-   the teacher's.
+1. The online backbone maps an image to a region-level map ``F`` [B, h, w, C] (or, with the
+   inner masking stage, the map before its last stage); the EMA teacher maps the same
+   (unmasked) image to its final map ``T`` (no gradient).
+2. A dynamic DropBlock masks ``F`` twice with different per-draw keys: views ``F1``, ``F2``
+   (the inner stage then runs the last stage on each view, which must infer the holes).
+3. The clustering head: each view is pooled (GeM + BN neck + L2) and contrasted with the
+   memory (one prototype per cluster, Cluster Contrast, Dai et al. 2021; or per-camera proxies,
+   CAP), so both views are pulled into their image's pseudo-identity; a consistency term
+   matches each view's soft assignment to the teacher's.
 4. The mask-prediction head predicts ``T`` at the dropped positions of each view from its masked
    map (1 - cosine), i.e. visual consistency within an image and, because ``T`` comes from the
    moving average, temporal consistency across training.
-5. After every optimizer step, in cross-replica context: prototypes move towards the batch
-   features (momentum update) and the teacher moves towards the online encoder (EMA).
+5. After every optimizer step, in cross-replica context: the memories move towards the batch
+   features and the teacher towards the online encoder (EMA), on every replica's own copy.
 
 ``train_step`` runs in replica context (one call per replica through ``strategy.run``);
 :meth:`MaskPre.finish_step` runs in cross-replica context with the gathered global batch.
