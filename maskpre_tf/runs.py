@@ -103,6 +103,12 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
 
 
+def checkpoints_newest_first(run_dir: str) -> list[str]:
+    """Path prefixes of the checkpoints the run's manager lists, the newest first."""
+    state = tf.train.get_checkpoint_state(os.path.join(run_dir, CHECKPOINTS))
+    return list(reversed(state.all_model_checkpoint_paths)) if state else []
+
+
 def load_teacher(run_dir: str, prefer_checkpoint: bool = False):
     """The trained teacher encoder of a run directory, and the run's ``TrainConfig``.
 

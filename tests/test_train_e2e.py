@@ -237,3 +237,23 @@ def test_a_finished_run_is_not_trained_again_and_keeps_its_summary(reference_run
     assert "all 3 epochs are done" in proc.stdout and "epoch 1:" not in proc.stdout
     with open(os.path.join(out, "summary.json")) as f:
         assert json.load(f) == before
+
+
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(reference_run, synth_market,
+                                                                       tmp_path):
+    import shutil
+
+    out = str(tmp_path / "run")
+    shutil.copytree(reference_run[0], out)
+    os.remove(os.path.join(out, "summary.json"))  # as if killed before the end
+    data = [f for f in os.listdir(os.path.join(out, "checkpoints"))
+            if f.startswith("ckpt-3.data")]
+    for name in data:
+        path = os.path.join(out, "checkpoints", name)
+        with open(path, "r+b") as f:
+            f.truncate(os.path.getsize(path) // 3)
+    proc = run_train(tiny_flags(synth_market, out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ckpt-3 is unreadable" in proc.stdout and "resuming from" in proc.stdout
+    assert "ckpt-2 (epoch 2 done)" in proc.stdout and "epoch 3:" in proc.stdout
+    assert os.path.isfile(os.path.join(out, "summary.json"))

@@ -147,32 +147,43 @@ def pretrain_on_source(
 def restore_or_start(
     checkpoint: tf.train.Checkpoint, run_dir: str, input_norm: tf.Variable, state: RunState
 ) -> int:
-    """Restore the run's latest checkpoint if there is one; returns the epochs already done.
+    """Restore the run's newest readable checkpoint, if any; returns the epochs already done.
+
+    A checkpoint whose files are damaged (a truncated copy, a full disk at write time) is
+    passed over, with a message, for the previous one the manager kept.
 
     Raises:
-      UserError: the checkpoint was trained with another input normalisation.
+      UserError: the checkpoints were written by another model or input normalisation, or
+        none of them can be read.
     """
     expected = input_norm.numpy().decode()
-    latest = runs.latest_checkpoint(run_dir)
-    if not latest:
-        return 0
-    try:
-        checkpoint.restore(latest).assert_existing_objects_matched()
-    except (AssertionError, ValueError) as err:
+    candidates = runs.checkpoints_newest_first(run_dir)
+    for path in candidates:
+        try:
+            checkpoint.restore(path).assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError, OSError) as err:  # damaged files
+            log(f"note: {path} is unreadable ({type(err).__name__}); trying the one before it")
+            continue
+        except (AssertionError, ValueError) as err:
+            raise UserError(
+                f"{path} does not fit the model these settings build (another backbone, memory "
+                "or head than the run was trained with?); resume with the run's own settings "
+                f"(its config.json) or pass a new --output_dir ({str(err).splitlines()[0][:200]})"
+            ) from err
+        found = input_norm.numpy().decode()
+        if found != expected:
+            raise UserError(
+                f"{path} was trained on inputs normalised as {found!r} but this run "
+                f"normalises as {expected!r}; pass --input_norm={found} or a new --output_dir"
+            )
+        log(f"resuming from {path} (epoch {int(state.epoch)} done)")
+        return int(state.epoch)
+    if candidates:
         raise UserError(
-            f"{latest} does not fit the model these settings build (another backbone, memory "
-            "or head than the run was trained with?); resume with the run's own settings "
-            f"(its config.json) or pass a new --output_dir ({str(err).splitlines()[0][:200]})"
-        ) from err
-    found = input_norm.numpy().decode()
-    if found != expected:
-        raise UserError(
-            f"{latest} was trained on inputs normalised as {found!r} but this run "
-            f"normalises as {expected!r}; pass --input_norm={found} or a new "
-            "--output_dir"
+            f"{run_dir}: none of its checkpoints can be read ({', '.join(candidates)});"
+            " move the checkpoints folder away to start the run again"
         )
-    log(f"resuming from {latest} (epoch {int(state.epoch)} done)")
-    return int(state.epoch)
+    return 0
 
 
 def train(cfg: TrainConfig) -> dict:
