@@ -239,15 +239,15 @@ def test_a_finished_run_is_not_trained_again_and_keeps_its_summary(reference_run
         assert json.load(f) == before
 
 
-def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(reference_run, synth_market,
-                                                                       tmp_path):
+def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
+    reference_run, synth_market, tmp_path
+):
     import shutil
 
     out = str(tmp_path / "run")
     shutil.copytree(reference_run[0], out)
     os.remove(os.path.join(out, "summary.json"))  # as if killed before the end
-    data = [f for f in os.listdir(os.path.join(out, "checkpoints"))
-            if f.startswith("ckpt-3.data")]
+    data = [f for f in os.listdir(os.path.join(out, "checkpoints")) if f.startswith("ckpt-3.data")]
     for name in data:
         path = os.path.join(out, "checkpoints", name)
         with open(path, "r+b") as f:
