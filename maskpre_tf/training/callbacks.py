@@ -63,6 +63,9 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.best_path = best_path
         self.log = log
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self.state.eval_results = {}  # an epoch without evaluation reports none
+
     def on_epoch_end(self, epoch, logs=None):
         height, width = self.cfg.data.height, self.cfg.data.width
         due = epoch + 1 == self.last_epoch or (self.every > 0 and (epoch + 1) % self.every == 0)
