@@ -26,7 +26,7 @@ from maskpre_tf.data.datasets import Record, read_market1501  # noqa: E402
 from maskpre_tf.data.synth import ensure_demo_data  # noqa: E402
 from maskpre_tf.evaluation.extract import evaluate_model  # noqa: E402
 from maskpre_tf.evaluation.ranking import evaluate_rank  # noqa: E402
-from maskpre_tf.models.maskpre import build_encoder  # noqa: E402
+from maskpre_tf.models.encoder import build_encoder  # noqa: E402
 
 
 def colour_histograms(records: list[Record], bins: int = 8) -> np.ndarray:

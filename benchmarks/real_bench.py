@@ -53,7 +53,7 @@ def protocol(flagfile: str, data_dir: str, weights: str, *extra: str):
     """The TrainConfig of the protocol (plus ``extra`` flags), resolved as a run would."""
     from absl import flags
 
-    from maskpre_tf.config import config_from_flags, define_flags
+    from maskpre_tf.config_flags import config_from_flags, define_flags
 
     values = flags.FlagValues()
     define_flags(values)
@@ -77,7 +77,7 @@ def imagenet_row(cfg) -> dict:
     from maskpre_tf.clustering.cluster import cluster_statistics, pseudo_labels
     from maskpre_tf.data import datasets
     from maskpre_tf.evaluation.extract import evaluate_model, extract_features
-    from maskpre_tf.models.maskpre import build_encoder
+    from maskpre_tf.models.encoder import build_encoder
 
     start = time.perf_counter()
     data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)

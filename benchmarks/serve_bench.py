@@ -41,7 +41,7 @@ from maskpre_tf.config import TrainConfig  # noqa: E402
 from maskpre_tf.data.images import decode_image  # noqa: E402
 from maskpre_tf.data.synth import generate  # noqa: E402
 from maskpre_tf.export import export_encoder, export_onnx  # noqa: E402
-from maskpre_tf.models.maskpre import build_encoder  # noqa: E402
+from maskpre_tf.models.encoder import build_encoder  # noqa: E402
 from maskpre_tf.weights.origin import resolve_origin  # noqa: E402
 
 

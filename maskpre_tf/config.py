@@ -9,7 +9,8 @@ Every field's help text is written once, as field metadata, and becomes the flag
 
 Flags stay flat (``--eps``, ``--height``, ...; field names are unique across sections), so
 flagfiles read as before. Modules never read flags: ``train.py`` defines them with
-:func:`define_flags` and hands each part the section made by :func:`config_from_flags`.
+:func:`maskpre_tf.config_flags.define_flags` and hands each part the section made by
+:func:`maskpre_tf.config_flags.config_from_flags`.
 """
 
 from __future__ import annotations
@@ -19,8 +20,6 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
-
-from absl import flags
 
 from maskpre_tf.errors import UserError
 
@@ -372,47 +371,3 @@ def _section_of(name: str) -> str:
         if name in {f.name for f in dataclasses.fields(cls)}:
             return section
     raise KeyError(f"no setting named {name!r}")
-
-
-def flag_fields() -> list[tuple[str, dataclasses.Field]]:
-    """(section, field) of every setting that is a flag, in declaration order."""
-    return [
-        (name, f)
-        for name, cls in SECTIONS.items()
-        for f in dataclasses.fields(cls)
-        if f.metadata["flag"]
-    ]
-
-
-def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
-    """Define one absl flag per flag field of every section, with its default and help."""
-    for _, f in flag_fields():
-        args = (f.name, f.default, f.metadata["help"])
-        if isinstance(f.default, bool):
-            flags.DEFINE_bool(*args, flag_values=flag_values)
-        elif isinstance(f.default, int):
-            flags.DEFINE_integer(*args, flag_values=flag_values)
-        elif isinstance(f.default, float):
-            flags.DEFINE_float(*args, flag_values=flag_values)
-        else:
-            flags.DEFINE_string(*args, flag_values=flag_values)
-
-
-def config_from_flags(flag_values: flags.FlagValues, resolve_weights: bool = True) -> TrainConfig:
-    """Build and validate a :class:`TrainConfig` from parsed flags.
-
-    The weights' origin is resolved here too (input normalisation and layout, see
-    :func:`maskpre_tf.weights.resolve_origin`), so a bad weights file fails at start-up;
-    ``resolve_weights=False`` skips that (reading a flagfile on a machine without the weights).
-    """
-    from maskpre_tf.weights.origin import resolve_origin
-
-    values = {f.name: flag_values[f.name].value for _, f in flag_fields()}
-    config = TrainConfig().replace(**values)
-    config.validate()
-    if not resolve_weights:
-        return config
-    origin = resolve_origin(
-        config.model.backbone, config.model.backbone_weights, config.model.input_norm
-    )
-    return config.replace(input_norm=origin.input_norm, layout=origin.layout)

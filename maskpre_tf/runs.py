@@ -119,7 +119,7 @@ def load_teacher(run_dir: str, prefer_checkpoint: bool = False):
     Returns:
       (ReidEncoder taking RGB pixels in 0–255, TrainConfig)
     """
-    from maskpre_tf.models.maskpre import build_encoder
+    from maskpre_tf.models.encoder import build_encoder
 
     cfg = read_config(run_dir)
     shape = (cfg.data.height, cfg.data.width, 3)

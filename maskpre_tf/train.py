@@ -16,7 +16,7 @@ def main(argv: list[str]) -> None:
     """Program entry: train with the configuration given by the flags."""
     del argv
     quiet_library_logs()  # before the libraries that log at import (faiss) load
-    from maskpre_tf.config import config_from_flags
+    from maskpre_tf.config_flags import config_from_flags
     from maskpre_tf.training.train_lib import train
 
     train(config_from_flags(flags.FLAGS))
@@ -26,7 +26,7 @@ if __name__ == "__main__":
     from maskpre_tf.console import quiet_tensorflow_startup
 
     quiet_tensorflow_startup()
-    from maskpre_tf.config import define_flags
+    from maskpre_tf.config_flags import define_flags
 
     define_flags()
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")

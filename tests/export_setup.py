@@ -10,7 +10,7 @@ import numpy as np
 
 from maskpre_tf import export, runs
 from maskpre_tf.config import TrainConfig
-from maskpre_tf.models.maskpre import build_encoder
+from maskpre_tf.models.encoder import build_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEIGHT, WIDTH = 64, 32

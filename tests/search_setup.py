@@ -9,7 +9,7 @@ from pathlib import Path
 
 from maskpre_tf import inference, runs
 from maskpre_tf.config import TrainConfig
-from maskpre_tf.models.maskpre import build_encoder
+from maskpre_tf.models.encoder import build_encoder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Gallery files copied as queries (different identities, different cameras).

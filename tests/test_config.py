@@ -6,7 +6,8 @@ import os
 import pytest
 from absl import flags
 
-from maskpre_tf.config import TrainConfig, config_from_flags, define_flags
+from maskpre_tf.config import TrainConfig
+from maskpre_tf.config_flags import config_from_flags, define_flags
 from maskpre_tf.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -30,7 +30,7 @@ from maskpre_tf.config import TrainConfig  # noqa: E402
 from maskpre_tf.errors import UserError  # noqa: E402
 from maskpre_tf.export.warmup import warmup_images  # noqa: E402
 from maskpre_tf.models.backbones import SymmetricPadConv2D  # noqa: E402
-from maskpre_tf.models.maskpre import build_encoder  # noqa: E402
+from maskpre_tf.models.encoder import build_encoder  # noqa: E402
 from maskpre_tf.models.normalization import describe  # noqa: E402
 
 TOLERANCE = 1e-4  # max abs difference of the L2-normalised embeddings

@@ -24,66 +24,21 @@ Inference (``call``) is the teacher's embedding: the teacher is what is evaluate
 
 from __future__ import annotations
 
-import dataclasses
-
 import keras
 import numpy as np
 import tensorflow as tf
 
 from maskpre_tf import losses
-from maskpre_tf.config import MaskPreConfig, ModelConfig, TrainConfig
+from maskpre_tf.config import MaskPreConfig, TrainConfig
 from maskpre_tf.models.backbones import INNER_STAGE, split_backbone
+from maskpre_tf.models.encoder import ReidEncoder, build_encoder
 from maskpre_tf.models.heads import MaskPredictionHead
-from maskpre_tf.models.layers import BN_MOMENTUM, DropBlock, GeMPooling, linear_drop_rate
+from maskpre_tf.models.layers import DropBlock, linear_drop_rate
 from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
-from maskpre_tf.models.normalization import check_input_norm, normalize_pixels
+from maskpre_tf.models.normalization import normalize_pixels
 from maskpre_tf.models.optimizer import apply_gradients_with_l2, make_optimizer
 from maskpre_tf.models.replicated import update_each_copy
 from maskpre_tf.training.step import StepOutput
-
-
-class ReidEncoder(keras.Model):
-    """Normalisation + backbone + GeM + BN neck: RGB pixels [B, H, W, 3] in 0–255 → [B, C].
-
-    The encoder normalises its input itself (``input_norm``, the convention of the backbone's
-    weights; see :mod:`maskpre_tf.models.normalization`), so every caller feeds plain pixels.
-    The BN neck (Luo et al., CVPRW 2019) normalises the pooled feature; its shift is frozen
-    (``center=False``), as in the bag-of-tricks neck. The embedding is L2-normalised.
-    """
-
-    def __init__(
-        self,
-        backbone: keras.Model,
-        input_norm: str = "torch",
-        sync_bn: bool = False,
-        gem_p: float = 3.0,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        self.backbone = backbone
-        self.input_norm = check_input_norm(input_norm)
-        self.pool = GeMPooling(p=gem_p, name="gem")
-        self.neck = keras.layers.BatchNormalization(
-            center=False, momentum=BN_MOMENTUM, synchronized=sync_bn, name="bn_neck"
-        )
-
-    @property
-    def channels(self) -> int:
-        """C: channels of the feature map and dimension of the embedding."""
-        return int(self.backbone.output.shape[-1])
-
-    def feature_map(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """RGB pixels [B, H, W, 3] in 0–255 → the backbone's region-level map [B, h, w, C]."""
-        return self.backbone(normalize_pixels(pixels, self.input_norm), training=training)
-
-    def embed_map(self, feature_map: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """Feature map [B, h, w, C] → float32 L2-normalised embedding [B, C]."""
-        pooled = self.neck(self.pool(feature_map), training=training)
-        return tf.math.l2_normalize(tf.cast(pooled, tf.float32), axis=-1)
-
-    def call(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """RGB pixels [B, H, W, 3] in 0–255 → float32 L2-normalised embeddings [B, C]."""
-        return self.embed_map(self.feature_map(pixels, training=training), training=training)
 
 
 class MaskPre(keras.Model):
@@ -352,45 +307,6 @@ def cluster_centroids(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     np.add.at(sums, labels[keep], features[keep])
     counts = np.bincount(labels[keep], minlength=num)[:, None]
     return (sums / np.maximum(counts, 1)).astype(np.float32)
-
-
-def build_encoder(
-    model: ModelConfig,
-    image_shape: tuple[int, int, int],
-    sync_bn: bool = False,
-    weights: str | None = None,
-    name: str = "encoder",
-) -> ReidEncoder:
-    """A :class:`ReidEncoder` for ``model`` (backbone, weights, layout, input norm), built.
-
-    Args:
-      model: the model section of the run's configuration; an empty ``input_norm`` (a config
-        built in code, not from flags) is resolved from the weights first.
-      image_shape: (H, W, 3) of the input.
-      sync_bn: synchronise BatchNormalization across replicas.
-      weights: override ``model.backbone_weights`` (e.g. "none" for a teacher that is
-        overwritten).
-      name: model name.
-    """
-    from maskpre_tf.models.backbones import build_backbone, freeze_stages
-
-    if not model.input_norm:
-        from maskpre_tf.weights.origin import resolve_origin
-
-        origin = resolve_origin(model.backbone, model.backbone_weights)
-        model = dataclasses.replace(model, input_norm=origin.input_norm, layout=origin.layout)
-    backbone = build_backbone(
-        model.backbone,
-        image_shape,
-        weights=model.backbone_weights if weights is None else weights,
-        last_stride=model.last_stride,
-        sync_bn=sync_bn,
-        layout=model.layout,
-    )
-    freeze_stages(backbone, model.backbone, model.frozen_stages)
-    encoder = ReidEncoder(backbone, input_norm=model.input_norm, sync_bn=sync_bn, name=name)
-    encoder(tf.zeros((1, *image_shape)))
-    return encoder
 
 
 def build_maskpre(

@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from maskpre_tf import losses
-from maskpre_tf.models.maskpre import ReidEncoder
+from maskpre_tf.models.encoder import ReidEncoder
 from maskpre_tf.models.optimizer import apply_gradients_with_l2
 from maskpre_tf.training.step import StepOutput
 
