@@ -8,7 +8,9 @@ with status 2; ``--debug`` (or ``MASKPRE_DEBUG=1``) shows the traceback too.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -34,11 +36,48 @@ def run_main(
     argv = list(sys.argv if argv is None else argv)
     try:
         main(argv)
-    except UserError as err:
+    except Exception as err:  # noqa: BLE001 - only user errors and storage failures are caught
+        message = str(err) if isinstance(err, UserError) else storage_problem(err)
+        if message is None:
+            raise
         if debug or os.environ.get("MASKPRE_DEBUG", "") not in ("", "0"):
             traceback.print_exc()
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+# What the OS says when a write fails for lack of room or rights, as errno and as TF's text.
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES}
+_STORAGE_TEXTS = (
+    "No space left on device",
+    "File too large",
+    "Disk quota exceeded",
+    "Read-only file system",
+    "Permission denied",
+)
+
+
+def storage_problem(err: BaseException) -> str | None:
+    """The one-line report of a failed write (full disk, file-size limit, read-only or
+    forbidden folder), or None when ``err`` is something else.
+
+    Works for Python's ``OSError`` and for TensorFlow's errors, whose text carries the OS
+    reason and the path (e.g. a checkpoint's ``SaveV2`` on a full disk).
+    """
+    if isinstance(err, OSError) and err.errno in _STORAGE_ERRNOS:
+        reason, path = os.strerror(err.errno), err.filename
+    else:
+        text = str(err)
+        reason = next((t for t in _STORAGE_TEXTS if t in text), None)
+        if reason is None or type(err).__module__.split(".")[0] != "tensorflow":
+            return None
+        found = re.search(r"(/[^\s;:]+)", re.sub(r"\{\{.*?\}\}", "", text))  # not the op
+        path = re.sub(r"_temp/.*$", "", found.group(1)) if found else None  # TF's staging
+    where = f"could not write {path}" if path else "a write failed"
+    return (
+        f"{where}: {reason}. Free space (or fix the folder's permissions, or choose another "
+        "output folder) and re-run the same command: what was already written is kept"
+    )
 
 
 def quiet_library_logs() -> None:

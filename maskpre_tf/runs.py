@@ -28,6 +28,7 @@ from maskpre_tf.errors import UserError
 
 CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
+SOURCE_CHECKPOINTS = "source_checkpoints"
 LOGS = "logs"
 TEACHER_WEIGHTS = "teacher.weights.h5"
 BEST_WEIGHTS = "best_" + TEACHER_WEIGHTS
@@ -60,6 +61,25 @@ def atomic_save_weights(model: keras.Model, path: str) -> None:
     tmp = path[: -len(".weights.h5")] + f".tmp{os.getpid()}.weights.h5"
     model.save_weights(tmp)
     os.replace(tmp, path)
+
+
+def prepare_output_dir(path: str, flag: str = "--output_dir") -> None:
+    """Create ``path`` if needed and check that this process can write into it.
+
+    Raises:
+      UserError: it cannot be created or is not writable (named as ``flag``).
+    """
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as err:
+        raise UserError(
+            f"{flag}={path}: cannot create it ({err.strerror}); pass a folder you can write to"
+        ) from err
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(
+            f"{flag}={path} is not writable; pass a folder you can write to (or fix its "
+            "permissions)"
+        )
 
 
 def read_config(run_dir: str) -> TrainConfig:
@@ -103,9 +123,9 @@ def latest_checkpoint(run_dir: str) -> str | None:
     return tf.train.latest_checkpoint(os.path.join(run_dir, CHECKPOINTS))
 
 
-def checkpoints_newest_first(run_dir: str) -> list[str]:
-    """Path prefixes of the checkpoints the run's manager lists, the newest first."""
-    state = tf.train.get_checkpoint_state(os.path.join(run_dir, CHECKPOINTS))
+def checkpoints_newest_first(folder: str) -> list[str]:
+    """Path prefixes of the checkpoints a manager lists in ``folder``, the newest first."""
+    state = tf.train.get_checkpoint_state(folder)
     return list(reversed(state.all_model_checkpoint_paths)) if state else []
 
 

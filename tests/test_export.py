@@ -311,3 +311,24 @@ def test_warmup_batch_sizes_flag_values():
         export.parse_batch_sizes(["1", "x"])
     with pytest.raises(UserError, match="--warmup_batch_sizes: batch sizes must be positive"):
         export.parse_batch_sizes(["0"])
+
+
+def test_a_dead_exports_staging_folder_is_removed_a_live_ones_kept(tmp_path):
+    from maskpre_tf.export.saved_model import remove_dead_staging, staging_dir
+
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead_pid = int(finished.stdout)  # that process has exited
+    dead = tmp_path / f".tmp-3-{dead_pid}-abc"
+    (dead / "model").mkdir(parents=True)
+    live = staging_dir(str(tmp_path), 3)  # this process's own, still running
+    (tmp_path / "2").mkdir()  # a served version
+    (tmp_path / ".tmp-notes").mkdir()  # not an export's name
+    lines = []
+    assert remove_dead_staging(str(tmp_path), log=lines.append) == [str(dead)]
+    assert sorted(os.listdir(tmp_path)) == sorted([".tmp-notes", "2", os.path.basename(live)])
+    assert "interrupted" in lines[0]

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 import tensorflow as tf
-from test_train_e2e import ROOT, checkpoint_tensor, tiny_flags
+from train_runs import ROOT, checkpoint_tensor, tiny_flags
 
 
 def free_ports(count: int) -> list[int]:

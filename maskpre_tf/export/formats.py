@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -33,6 +32,7 @@ from maskpre_tf.export.saved_model import (
     existing_versions,
     export_encoder,
     next_version,
+    staging_dir,
 )
 from maskpre_tf.export.warmup import DEFAULT_WARMUP_BATCH_SIZES
 from maskpre_tf.inference import METADATA_FILE
@@ -91,7 +91,7 @@ def _write_onnx_version(
             "--export_dir of its own for ONNX files (e.g. export/models/maskpre_onnx)"
         )
     final_dir = _version_dir(export_dir, version)
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+    tmp_dir = staging_dir(export_dir, version)
     try:
         staging = os.path.join(tmp_dir, "model")
         os.makedirs(staging)

@@ -46,6 +46,42 @@ def next_version(export_dir: str) -> int:
     return versions[-1] + 1 if versions else 1
 
 
+STAGING_PREFIX = ".tmp-"
+
+
+def staging_dir(export_dir: str, version: int) -> str:
+    """A new hidden staging folder ``.tmp-<version>-<pid>-<random>`` inside ``export_dir``.
+
+    TF Serving ignores non-numeric names; the final rename from there is atomic (same file
+    system). The pid lets a later export tell a dead export's leftovers from a live one's.
+    """
+    return tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{version}-{os.getpid()}-", dir=export_dir)
+
+
+def remove_dead_staging(export_dir: str, log=print) -> list[str]:
+    """Remove the staging folders of exports that were killed before their rename; their paths.
+
+    A folder whose process is still running (another export into the same base path) is kept.
+    """
+    removed = []
+    for name in sorted(os.listdir(export_dir)):
+        parts = name[len(STAGING_PREFIX) :].split("-")
+        if not name.startswith(STAGING_PREFIX) or len(parts) < 3 or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # its export is still running
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue  # another user's live process
+        path = os.path.join(export_dir, name)
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+        log(f"note: removed {path}, left by an export that was interrupted")
+    return removed
+
+
 def _version_dir(export_dir: str, version: int) -> str:
     """``<export_dir>/<version>``, checked to be a new, positive version; creates export_dir.
 
@@ -64,6 +100,7 @@ def _version_dir(export_dir: str, version: int) -> str:
         os.makedirs(export_dir, exist_ok=True)
     except OSError as err:
         raise UserError(f"--export_dir={export_dir}: cannot create it ({err})") from err
+    remove_dead_staging(export_dir)
     return final_dir
 
 
@@ -99,9 +136,7 @@ def export_encoder(
     dim = int(encoder(tf.zeros((1, height, width, 3)), training=False).shape[-1])
     metadata = build_metadata(cfg, dim, model_name, version)
     metadata_json = json.dumps(metadata, indent=2, sort_keys=True)
-    # Hidden temporary directory on the same file system: TF Serving ignores non-numeric names,
-    # and the final rename is atomic.
-    tmp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_dir)
+    tmp_dir = staging_dir(export_dir, version)
     try:
         staging = os.path.join(tmp_dir, "metadata")
         os.makedirs(staging)

@@ -119,6 +119,9 @@ class EpochCounter(keras.callbacks.Callback):
 class CheckpointCallback(keras.callbacks.Callback):
     """Saves a checkpoint at every epoch's end through ``tf.train.CheckpointManager``.
 
+    Put it last in the callback list: the checkpoint is what marks an epoch as done, so every
+    other file the epoch writes (summaries, TensorBoard) must already be written.
+
     The manager writes the checkpoint's files first and then replaces the small ``checkpoint``
     index file that names the latest one, so a kill at any moment leaves the previous checkpoint
     as the latest valid one. Under multi-worker training every worker saves (saving may run

@@ -18,7 +18,11 @@ calls the callbacks in list order at each hook)::
     on_epoch_begin   clustering (features → pseudo labels → memories, sampler), progress clock
     (steps)          on_train_batch_begin/end once per loop of --steps_per_loop steps
     on_epoch_end     evaluation (and best-on-validation weights), epoch counter (finished
-                     epochs + 1), checkpoint, progress line and per-epoch summary, TensorBoard
+                     epochs + 1), progress line and per-epoch summary, TensorBoard, checkpoint
+
+The checkpoint comes last: it commits the epoch. A kill before it re-runs the epoch from the
+previous checkpoint (deterministically: the stream is seeded by the epoch) and rewrites that
+epoch's summary entry; a kill after it finds every file of the epoch already written.
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ the files). The final (or, with ``--keep_best``, the best-on-validation) teacher
 from __future__ import annotations
 
 import os
+import shutil
 import time
 
 import keras
@@ -80,12 +81,15 @@ def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
 
 
 def pretrain_on_source(
-    cfg: TrainConfig, model, strategy: tf.distribute.Strategy, is_chief: bool
+    cfg: TrainConfig, model, strategy: tf.distribute.Strategy, is_chief: bool, own_dir: str
 ) -> None:
     """Supervised pre-training of ``model.student`` on the labelled source domain.
 
-    The result is saved to ``<output_dir>/source_pretrained.weights.h5`` and reused when the
-    run restarts before its first MaskPre checkpoint; the teacher starts as a copy.
+    Every source epoch ends in a checkpoint (``<own_dir>/source_checkpoints``: the supervised
+    model, its optimizer and the epoch), so a killed run resumes its source phase at the epoch it
+    reached. The result is saved to ``<output_dir>/source_pretrained.weights.h5`` (then the
+    source checkpoints are removed) and reused when the run restarts before its first MaskPre
+    checkpoint; the teacher starts as a copy.
     """
     path = os.path.join(cfg.run.output_dir, runs.SOURCE_WEIGHTS)
     if os.path.exists(path):
@@ -136,28 +140,40 @@ def pretrain_on_source(
         log=log,
         prefix="source ",
     )
-    Trainer(supervised, strategy, dataset, optim.iters, [cb.EpochCounter(state), progress]).fit(
-        0, epochs
+    checkpoint = tf.train.Checkpoint(
+        model=supervised, optimizer=supervised.optimizer, epoch=state.epoch
     )
+    folder = os.path.join(own_dir, runs.SOURCE_CHECKPOINTS)
+    manager = tf.train.CheckpointManager(checkpoint, folder, max_to_keep=2)
+    done = restore_or_start(checkpoint, folder, state)
+    if done:
+        log(f"source pre-training: resuming after epoch {done} of {epochs}")
+    callbacks = [cb.EpochCounter(state), progress, cb.CheckpointCallback(manager)]
+    Trainer(supervised, strategy, dataset, optim.iters, callbacks).fit(done, epochs)
     if is_chief:
         runs.atomic_save_weights(model.student, path)
+    shutil.rmtree(folder, ignore_errors=True)  # the weights file now holds the phase
     model.copy_student_to_teacher()
 
 
 def restore_or_start(
-    checkpoint: tf.train.Checkpoint, run_dir: str, input_norm: tf.Variable, state: RunState
+    checkpoint: tf.train.Checkpoint,
+    folder: str,
+    state: RunState,
+    input_norm: tf.Variable | None = None,
 ) -> int:
-    """Restore the run's newest readable checkpoint, if any; returns the epochs already done.
+    """Restore the newest readable checkpoint in ``folder``, if any; returns the epochs done.
 
     A checkpoint whose files are damaged (a truncated copy, a full disk at write time) is
-    passed over, with a message, for the previous one the manager kept.
+    passed over, with a message, for the previous one the manager kept. ``input_norm`` (the
+    checkpointed normalisation of the run's inputs) must equal the value it holds now.
 
     Raises:
       UserError: the checkpoints were written by another model or input normalisation, or
         none of them can be read.
     """
-    expected = input_norm.numpy().decode()
-    candidates = runs.checkpoints_newest_first(run_dir)
+    expected = None if input_norm is None else input_norm.numpy().decode()
+    candidates = runs.checkpoints_newest_first(folder)
     for path in candidates:
         try:
             checkpoint.restore(path).assert_existing_objects_matched()
@@ -170,7 +186,7 @@ def restore_or_start(
                 "or head than the run was trained with?); resume with the run's own settings "
                 f"(its config.json) or pass a new --output_dir ({str(err).splitlines()[0][:200]})"
             ) from err
-        found = input_norm.numpy().decode()
+        found = expected if input_norm is None else input_norm.numpy().decode()
         if found != expected:
             raise UserError(
                 f"{path} was trained on inputs normalised as {found!r} but this run "
@@ -180,7 +196,7 @@ def restore_or_start(
         return int(state.epoch)
     if candidates:
         raise UserError(
-            f"{run_dir}: none of its checkpoints can be read ({', '.join(candidates)});"
+            f"{folder}: none of its checkpoints can be read ({', '.join(candidates)});"
             " move the checkpoints folder away to start the run again"
         )
     return 0
@@ -197,7 +213,7 @@ def train(cfg: TrainConfig) -> dict:
     data = load_data(cfg)
     keras.utils.set_random_seed(run_cfg.seed)
     keras.mixed_precision.set_global_policy(optim.precision)
-    os.makedirs(out_dir, exist_ok=True)
+    runs.prepare_output_dir(out_dir)
     # Only the chief writes the run's files; other workers write to a scratch folder.
     own_dir = out_dir if is_chief else os.path.join(out_dir, f"worker_{worker.index}")
     os.makedirs(own_dir, exist_ok=True)
@@ -224,7 +240,9 @@ def train(cfg: TrainConfig) -> dict:
     manager = tf.train.CheckpointManager(
         checkpoint, os.path.join(own_dir, runs.CHECKPOINTS), max_to_keep=3
     )
-    initial_epoch = restore_or_start(checkpoint, out_dir, input_norm, state)
+    initial_epoch = restore_or_start(
+        checkpoint, os.path.join(out_dir, runs.CHECKPOINTS), state, input_norm
+    )
     summary_path = os.path.join(out_dir, runs.SUMMARY)
     earlier = runs.read_json(summary_path) if initial_epoch else {}
     if initial_epoch >= optim.epochs and earlier.get("after") is not None:
@@ -244,7 +262,7 @@ def train(cfg: TrainConfig) -> dict:
             init = evaluate_model(embed, data.query, data.gallery, height, width)
             log(f"initial weights: mAP {init['mAP']:.1%}, Rank-1 {init['rank1']:.1%}")
             before["initial"] = init
-        pretrain_on_source(cfg, model, strategy, is_chief)
+        pretrain_on_source(cfg, model, strategy, is_chief, own_dir)
 
     # Placeholder labels (one cluster per image); every epoch's clustering replaces them.
     camids = np.array([r.camid for r in data.train])
@@ -309,15 +327,22 @@ def train(cfg: TrainConfig) -> dict:
             projector_dir=os.path.join(out_dir, runs.LOGS) if is_chief else "",
         ),
         cb.EpochCounter(state),
-        cb.CheckpointCallback(manager),
         progress,
     ]
     if is_chief:
         callbacks.append(
             TensorBoardCallback(state, os.path.join(out_dir, runs.LOGS), sample_images=sample)
         )
+    callbacks.append(cb.CheckpointCallback(manager))  # last: it commits the epoch
     trainer = Trainer(model, strategy, dataset, optim.iters, callbacks, run_cfg.steps_per_loop)
-    trainer.fit(initial_epoch, optim.epochs)
+    try:
+        trainer.fit(initial_epoch, optim.epochs)
+    except tf.errors.NotFoundError as err:  # a training image removed while the run reads them
+        raise UserError(
+            f"a file the run reads has gone ({err.message.splitlines()[0][-300:]}); restore "
+            "it and re-run the same command: the run resumes from its last checkpoint "
+            f"({runs.latest_checkpoint(out_dir) or 'none yet'})"
+        ) from err
 
     final_path = os.path.join(out_dir, runs.TEACHER_WEIGHTS)
     if is_chief:
