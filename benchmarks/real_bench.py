@@ -43,6 +43,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+# The peer's script takes a fixed eps; with --eps=auto it gets its own Market default.
+PEER_EPS = 0.6
 # MaskPre's own parts, switched off.
 PARTS_OFF = ("--drop_rate=0", "--mask_weight=0", "--consistency_weight=0")
 # Extra flags of each trained row on top of the protocol.
@@ -182,7 +184,7 @@ def peer_row(args, cfg, seed: int) -> dict:
         f"--num_instances={o.num_instances}",
         f"--iters={o.iters}",
         f"--epochs={o.epochs}",
-        f"--eps={c.eps}",
+        f"--eps={PEER_EPS if c.eps == 'auto' else c.eps}",
         f"--k1={c.k1}",
         f"--k2={c.k2}",
         f"--lr={o.lr}",

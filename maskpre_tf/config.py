@@ -296,7 +296,12 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Raise :class:`UserError` for inconsistent settings (all checked at start-up)."""
+        from maskpre_tf.data.datasets.loader import check_dataset_name  # no TensorFlow
+
         d, o, m, c, r = self.data, self.optim, self.maskpre, self.clustering, self.run
+        check_dataset_name(d.dataset, "--dataset")
+        if self.source.source_dataset:
+            check_dataset_name(self.source.source_dataset, "--source_dataset")
         if o.num_instances < 1 or o.batch_size % o.num_instances:
             raise UserError(
                 f"--batch_size={o.batch_size} is not a multiple of "

@@ -3,7 +3,9 @@
 Every problem a user can fix (a missing directory, an unparsable file name, a corrupt image, an
 empty query set) is raised as :class:`UserError` with a message naming the path, what was
 expected and how to fix it. :func:`run_main` prints that message without a traceback and exits
-with status 2; ``--debug`` (or ``MASKPRE_DEBUG=1``) shows the traceback too.
+with status 2; ``--debug`` (or ``MASKPRE_DEBUG=1``) shows the traceback too. Programs start with
+:func:`run_app`, which reports a command line absl cannot parse (an unknown flag, a bad value, a
+missing ``--flagfile``) the same way.
 """
 
 from __future__ import annotations
@@ -44,6 +46,52 @@ def run_main(
             traceback.print_exc()
         print(f"error: {message}", file=sys.stderr)
         sys.exit(EXIT_USER_ERROR)
+
+
+_NO_FLAGFILE = re.compile(r"Unable to open flagfile: \[Errno \d+\] ([^:]+): '(.*)'")
+
+
+def flag_error_message(err: Exception) -> str:
+    """The one-line report of a command line absl could not parse (``flags.Error``).
+
+    A missing ``--flagfile`` names the file and where relative paths are read from; any other
+    problem (unknown flag, a value of the wrong type) is absl's text on one line.
+    """
+    text = " ".join(str(err).split())
+    missing = _NO_FLAGFILE.search(text)
+    if missing:
+        reason, path = missing.groups()
+        return (
+            f"--flagfile={path}: {reason.lower()} (relative paths are read from {os.getcwd()}); "
+            "check the path (the shipped flagfiles are configs/*.flags)"
+        )
+    return f"{text.removeprefix('ERROR:: ')}; see --helpfull for every flag"
+
+
+def parse_flags(argv: Sequence[str]) -> list[str]:
+    """absl's flag parsing, a bad command line reported like a user error: one line, exit 2.
+
+    The ``flags_parser`` of :func:`run_app` (absl's own prints a "FATAL" block, exits 1).
+    """
+    from absl import flags
+
+    try:
+        return flags.FLAGS(list(argv))
+    except flags.Error as err:
+        print(f"error: {flag_error_message(err)}", file=sys.stderr)
+        sys.exit(EXIT_USER_ERROR)
+
+
+def run_app(main: Callable[[list[str]], None]) -> None:
+    """Run a program: absl parses the flags (:func:`parse_flags`), then :func:`run_main`.
+
+    Every way the user can get the command wrong (a bad flag or flagfile, a :class:`UserError`,
+    a full disk) ends in one ``error:`` line and exit status 2; ``--debug`` (a flag the program
+    defines) shows the traceback of a user error too.
+    """
+    from absl import app, flags
+
+    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug), flags_parser=parse_flags)
 
 
 # What the OS says when a write fails for lack of room or rights, as errno and as TF's text.

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
-from maskpre_tf.errors import UserError, quiet_library_logs, run_main
+from maskpre_tf.errors import UserError, quiet_library_logs, run_app
 
 
 def define_flags() -> None:
@@ -36,12 +36,13 @@ def main(argv: list[str]) -> None:
     values = flags.FLAGS
     quiet_library_logs()
     from maskpre_tf.data import datasets
-    from maskpre_tf.data.images import validate_images
+    from maskpre_tf.data.images import image_file_problem, validate_images
     from maskpre_tf.evaluation.extract import evaluate_features, extract_features
     from maskpre_tf.inference import load_embedder
 
     if not values.data_dir:
         raise UserError("--data_dir is required (a dataset root with query and gallery)")
+    datasets.check_dataset_name(values.dataset, "--dataset")
     if bool(values.checkpoint) == bool(values.saved_model):
         raise UserError("give exactly one of --checkpoint=RUN_DIR or --saved_model=EXPORT_DIR")
     options = {}
@@ -54,7 +55,10 @@ def main(argv: list[str]) -> None:
         )
     bad = validate_images([r.path for r in data.query + data.gallery])
     if bad:
-        raise UserError(f"{len(bad)} query/gallery images are unreadable, e.g. {bad[0]}")
+        raise UserError(
+            f"{len(bad)} query/gallery image(s) cannot be used, e.g. {bad[0]} "
+            f"({image_file_problem(bad[0])}); evaluation needs every one: re-copy or delete them"
+        )
     flag = "--checkpoint" if values.checkpoint else "--saved_model"
     embedder = load_embedder(values.checkpoint or values.saved_model, flag=flag)
     size = (embedder.height, embedder.width)
@@ -91,4 +95,4 @@ if __name__ == "__main__":
 
     quiet_tensorflow_startup()
     define_flags()
-    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))
+    run_app(main)

@@ -3,7 +3,10 @@ r"""Inference: the serving module every deployment path runs, and one embedder t
 * :class:`ServingModule` wraps an encoder (RGB pixels in 0–255 → L2-normalised embedding; the
   encoder normalises its input with its weights' convention) in three ``tf.function``\ s with
   fixed signatures: ``serving_default`` (JPEG/PNG bytes → decode and resize in-graph with
-  :func:`maskpre_tf.data.images.decode_image` → embedding), ``embed_images`` (pixels →
+  :func:`maskpre_tf.data.images.decode_image` → embedding; an image whose header declares more
+  than :data:`~maskpre_tf.data.images.MAX_IMAGE_PIXELS` pixels, an empty or undecodable file
+  is refused with ``InvalidArgumentError`` and the module keeps serving; any image of at least
+  one pixel is resized, so a 1×1 crop is embedded), ``embed_images`` (pixels →
   embedding) and ``metadata``. :mod:`maskpre_tf.export` saves it for TF Serving; gallery search
   on a training run embeds through the same graph.
 * :func:`load_embedder` loads a training run directory or an exported SavedModel as an
@@ -23,7 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf import __version__
-from maskpre_tf.data.images import decode_image
+from maskpre_tf.data.images import MAX_IMAGE_PIXELS, decode_image, image_size_checks
 from maskpre_tf.errors import UserError
 from maskpre_tf.models.normalization import describe
 
@@ -78,7 +81,10 @@ def build_metadata(cfg, embedding_dim: int, model_name: str, version: int) -> di
         "exported_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "signatures": {
             SERVING_SIGNATURE: {
-                "inputs": {BYTES_INPUT: "string [batch]: JPEG or PNG bytes"},
+                "inputs": {
+                    BYTES_INPUT: "string [batch]: JPEG or PNG bytes, each image at most "
+                    f"{MAX_IMAGE_PIXELS} pixels (height x width)"
+                },
                 "outputs": {OUTPUT_KEY: f"float32 [batch, {embedding_dim}]"},
             },
             PIXELS_SIGNATURE: {
@@ -207,13 +213,16 @@ class ServingModule(tf.Module):
                 [
                     f"{SERVING_SIGNATURE}: '{BYTES_INPUT}' element(s)",
                     bad,
-                    "are not JPEG or PNG files (wrong leading bytes); send the raw file bytes "
-                    '(REST: {"b64": base64 of the file})',
+                    "are empty or not JPEG or PNG files (wrong leading bytes); send the raw "
+                    'file bytes (REST: {"b64": base64 of the file})',
                 ],
                 summarize=16,
             ),
         ]
         with tf.control_dependencies(checks):
+            image_bytes = tf.identity(image_bytes)
+        # Sizes from the headers first: a decompression bomb is refused before any decoding.
+        with tf.control_dependencies(image_size_checks(image_bytes, SERVING_SIGNATURE)):
             image_bytes = tf.identity(image_bytes)
         images = tf.map_fn(
             lambda data: decode_image(data, self.height, self.width),
@@ -333,9 +342,10 @@ def _embedder_from_saved_model(saved: str, flag: str) -> Embedder:
         by_pixels = loaded.signatures[PIXELS_SIGNATURE]
         meta = json.loads(loaded.signatures[METADATA_SIGNATURE]()[METADATA_KEY].numpy().decode())
     except (OSError, ValueError, KeyError, tf.errors.OpError) as err:
+        cause = " ".join(str(err).split("\n", 1)[0].split())[:300]  # TF's first line
         raise UserError(
-            f"{flag}={saved}: not a SavedModel written by maskpre_tf.export ({err}); export "
-            "the run again"
+            f"{flag}={saved}: not a complete SavedModel written by maskpre_tf.export ({cause}); "
+            "export the run again (python -m maskpre_tf.export) or copy the whole version folder"
         ) from err
     files = [os.path.join(saved, "saved_model.pb")]
     variables = os.path.join(saved, "variables")

@@ -7,9 +7,9 @@ program, so importing it registers none.
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
-from maskpre_tf.errors import quiet_library_logs, run_main
+from maskpre_tf.errors import quiet_library_logs, run_app
 
 
 def main(argv: list[str]) -> None:
@@ -30,4 +30,4 @@ if __name__ == "__main__":
 
     define_flags()
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")
-    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))
+    run_app(main)

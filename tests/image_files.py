@@ -2,11 +2,15 @@
 solid-colour training images whose colour encodes their index.
 
 Not a test module: test_images.py and test_pipeline.py call :func:`write_image_files` from a
-module-scoped fixture of their own.
+module-scoped fixture of their own; test_bad_input.py builds in-memory files (:func:`encoded`)
+and decompression bombs (:func:`png_bomb`, :func:`jpeg_bomb`).
 """
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +70,34 @@ def write_image_files(root: Path) -> dict:
         for i in range(NUM_SOLID)
     ]
     return out
+
+
+def encoded(width: int, height: int, fmt: str) -> bytes:
+    """The bytes of a solid-colour ``width`` x ``height`` RGB image in ``fmt`` (PNG or JPEG)."""
+    out = io.BytesIO()
+    Image.new("RGB", (width, height), (90, 20, 200)).save(out, format=fmt)
+    return out.getvalue()
+
+
+def png_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny valid PNG whose IHDR claims ``width`` x ``height`` (a decompression bomb).
+
+    The IHDR chunk's width and height are patched (big-endian, bytes 16-24) and its CRC
+    (bytes 29-33, over the chunk type and data, bytes 12-29) recomputed, so a decoder trusts it.
+    """
+    data = bytearray(encoded(2, 2, "PNG"))
+    assert data[12:16] == b"IHDR"
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def jpeg_bomb(width: int = 30000, height: int = 30000) -> bytes:
+    """A tiny baseline JPEG whose SOF0 frame header claims ``width`` x ``height``.
+
+    SOF0 is FF C0, a 2-byte length, 1 byte precision, then height and width (big-endian).
+    """
+    data = bytearray(encoded(8, 8, "JPEG"))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)

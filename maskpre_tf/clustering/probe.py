@@ -14,9 +14,9 @@ With ``--run`` the run's teacher embeds its training set with the run's own sett
 from __future__ import annotations
 
 import numpy as np
-from absl import app, flags
+from absl import flags
 
-from maskpre_tf.errors import UserError, quiet_library_logs, run_main
+from maskpre_tf.errors import UserError, quiet_library_logs, run_app
 
 DEFAULT_EPS = "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7"
 
@@ -163,4 +163,4 @@ if __name__ == "__main__":
 
     quiet_tensorflow_startup()
     define_flags()
-    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))
+    run_app(main)

@@ -6,6 +6,9 @@ itself (:mod:`maskpre_tf.models.normalization`).
 
 * :func:`decode_image` — encoded JPEG/PNG bytes → float32 [H, W, 3] RGB in 0–255.
 * :func:`load_image` — the same from a file path.
+* :func:`encoded_image_size` / :func:`image_size_checks` — a JPEG's or PNG's size from its
+  header, and the checks that refuse (before decoding) an image larger than
+  :data:`MAX_IMAGE_PIXELS`: the serving graph's guard against decompression bombs.
 * :func:`image_file_problem` / :func:`validate_images` — header/trailer checks that find
   unreadable files up front without decoding them.
 """
@@ -24,6 +27,14 @@ _PNG_END = b"IEND"
 # How many trailing bytes are searched for the end marker: tolerates padding or metadata that
 # some writers append after the JPEG EOI marker / the PNG IEND chunk.
 _TRAILER_BYTES = 1024
+_PNG_IHDR = b"IHDR"
+
+#: The largest image (height x width, read from the file's header) the serving graph decodes:
+#: 50 megapixels, above any camera's photo yet ~1500x a 256x128 model input. Decoding needs
+#: 3 bytes a pixel and resizing 12 more (float32), so this bounds one image's memory to
+#: ~750 MB; a file whose header claims more (a decompression bomb: a few bytes declaring
+#: e.g. 30000x30000) is refused before any pixel is decoded. Crop or downscale such images.
+MAX_IMAGE_PIXELS = 50_000_000
 
 
 def decode_image(image_bytes: tf.Tensor, height: int, width: int) -> tf.Tensor:
@@ -49,6 +60,80 @@ def decode_image(image_bytes: tf.Tensor, height: int, width: int) -> tf.Tensor:
     image = tf.clip_by_value(image, 0.0, 255.0)
     image.set_shape((height, width, 3))
     return image
+
+
+def encoded_image_size(image_bytes: tf.Tensor) -> tf.Tensor:
+    """(height, width) int64 [2] of an encoded JPEG or PNG image, from its header only.
+
+    JPEG: :func:`tf.image.extract_jpeg_shape` (reads the frame header, decodes no pixel; an
+    invalid header raises ``InvalidArgumentError``). PNG: the IHDR chunk's width and height,
+    big-endian uint32 at bytes 16-24. A PNG too short to hold IHDR gives (0, 0). Graph-safe.
+
+    Args:
+      image_bytes: scalar tf.string that starts with the JPEG or PNG signature.
+    """
+    is_jpeg = tf.equal(tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
+
+    def jpeg_size() -> tf.Tensor:
+        return tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)
+
+    def png_size() -> tf.Tensor:
+        padded = tf.strings.join([image_bytes, b"\0" * 24])  # a short file reads as 0 x 0
+        has_ihdr = tf.equal(tf.strings.substr(padded, 12, 4), _PNG_IHDR)
+        digits = tf.cast(tf.io.decode_raw(tf.strings.substr(padded, 16, 8), tf.uint8), tf.int64)
+        weights = tf.constant([1 << 24, 1 << 16, 1 << 8, 1], tf.int64)
+        width = tf.reduce_sum(digits[:4] * weights)
+        height = tf.reduce_sum(digits[4:] * weights)
+        return tf.where(has_ihdr, tf.stack([height, width]), tf.zeros([2], tf.int64))
+
+    return tf.cond(is_jpeg, jpeg_size, png_size)
+
+
+def image_size_checks(
+    image_bytes: tf.Tensor, what: str, max_pixels: int = MAX_IMAGE_PIXELS
+) -> list[tf.Operation]:
+    """Assertions that every image of a batch declares 1 to ``max_pixels`` pixels.
+
+    Reads only the headers (:func:`encoded_image_size`), so run these before decoding: a
+    failing one raises ``tf.errors.InvalidArgumentError`` naming the refused elements and their
+    declared sizes, and nothing is decoded.
+
+    Args:
+      image_bytes: tf.string [B] of encoded files that start with the JPEG or PNG signature.
+      what: who checks, for the message (e.g. the signature name).
+      max_pixels: the largest height x width accepted.
+    """
+    sizes = tf.map_fn(
+        encoded_image_size, image_bytes, fn_output_signature=tf.TensorSpec([2], tf.int64)
+    )
+    pixels = sizes[:, 0] * sizes[:, 1]
+    too_big = tf.reshape(tf.where(pixels > max_pixels), [-1])
+    no_size = tf.reshape(tf.where(pixels < 1), [-1])
+    return [
+        tf.debugging.Assert(
+            tf.equal(tf.size(too_big), 0),
+            [
+                f"{what}: refused element(s)",
+                too_big,
+                f"before decoding: the header declares more than {max_pixels} pixels "
+                f"({max_pixels / 1e6:g} megapixels: a decompression bomb or an uncropped photo); "
+                "declared height x width:",
+                tf.gather(sizes, too_big),
+                f"crop or downscale the image to at most {max_pixels} pixels",
+            ],
+            summarize=16,
+        ),
+        tf.debugging.Assert(
+            tf.equal(tf.size(no_size), 0),
+            [
+                f"{what}: element(s)",
+                no_size,
+                "declare an empty image (0 pixels, or a PNG without its IHDR header); send "
+                "complete JPEG or PNG files",
+            ],
+            summarize=16,
+        ),
+    ]
 
 
 def load_image(path: tf.Tensor, height: int, width: int) -> tf.Tensor:

@@ -5,7 +5,7 @@ The flags are those of :func:`define_flags`; the work is :func:`maskpre_tf.searc
 
 from __future__ import annotations
 
-from maskpre_tf.errors import UserError, quiet_library_logs, run_main
+from maskpre_tf.errors import UserError, quiet_library_logs, run_app
 
 # The library is imported inside the functions: TensorFlow must not load before the program has
 # silenced its start-up lines (maskpre_tf.console.quiet_tensorflow_startup).
@@ -54,10 +54,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from absl import app, flags
-
     from maskpre_tf.console import quiet_tensorflow_startup
 
     quiet_tensorflow_startup()
     define_flags()
-    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))
+    run_app(main)

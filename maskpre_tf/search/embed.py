@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 import tensorflow as tf
 
-from maskpre_tf.data.images import image_file_problem
+from maskpre_tf.data.images import MAX_IMAGE_PIXELS, image_file_problem
 from maskpre_tf.inference import Embedder
 
 #: Skipped files named in a warning or a summary; the rest are only counted.
@@ -34,6 +34,13 @@ def read_files(paths: Sequence[str]) -> tuple[list[tuple[str, bytes]], list[tupl
                 problem = f"unreadable ({err.strerror or err})"
         skipped.append((path, problem))
     return readable, skipped
+
+
+def decode_problem(err: tf.errors.InvalidArgumentError) -> str:
+    """The skip reason of a file the serving graph refused (see ``ServingModule``)."""
+    if "before decoding" in err.message:
+        return f"larger than {MAX_IMAGE_PIXELS} pixels (refused before decoding)"
+    return "cannot be decoded as JPEG/PNG"
 
 
 def embed_files(
@@ -63,8 +70,8 @@ def embed_files(
             try:
                 chunks.append(embedder.embed_bytes([data]))
                 kept.append(path)
-            except tf.errors.InvalidArgumentError:
-                skipped.append((path, "cannot be decoded as JPEG/PNG"))
+            except tf.errors.InvalidArgumentError as err:
+                skipped.append((path, decode_problem(err)))
     if not chunks:
         return np.zeros((0, 0), np.float32), kept, skipped
     return np.concatenate(chunks).astype(np.float32), kept, skipped

@@ -35,7 +35,10 @@ def gallery_files(gallery_dir: str) -> list[str]:
     check_gallery_dir(gallery_dir)
     paths = list_images(gallery_dir)
     if not paths:
-        raise UserError(f"--gallery={gallery_dir}: no .jpg/.jpeg/.png files found")
+        raise UserError(
+            f"--gallery={gallery_dir}: no .jpg/.jpeg/.png files found (hidden files and folders "
+            "are skipped); point --gallery at a folder of person crops"
+        )
     return paths
 
 
@@ -51,7 +54,10 @@ def query_files(query: str) -> list[str]:
         raise UserError(f"--query={query}: no such file or directory; give an image or a folder")
     paths = list_images(os.path.abspath(query))
     if not paths:
-        raise UserError(f"--query={query}: no .jpg/.jpeg/.png files found")
+        raise UserError(
+            f"--query={query}: no .jpg/.jpeg/.png files found (hidden files and folders are "
+            "skipped); point --query at a folder of person crops or at one image file"
+        )
     return paths
 
 

@@ -151,7 +151,10 @@ def run_search(
     features, kept, skipped = embed_files(embedder, queries, batch_size)
     report_skipped("query", skipped)
     if not kept:
-        raise UserError(f"--query={query}: none of the {len(queries)} query images could be read")
+        raise UserError(
+            f"--query={query}: none of the {len(queries)} query image(s) could be read (the "
+            "warning above names them); replace them with complete JPEG/PNG files"
+        )
     scores, rows = rank(gallery, features, top_k, exclude=kept)
     rankings = rankings_and_pictures(gallery, kept, scores, rows, output_dir)
     summary = summary_lines(embedder.description, gallery_dir, gallery, rankings, skipped, top_k)

@@ -27,7 +27,9 @@ epoch's summary entry; a kill after it finds every file of the epoch already wri
 
 from __future__ import annotations
 
+import json
 import math
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -55,8 +57,65 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
+        problem = tf_config_problem(os.environ.get("TF_CONFIG", ""))
+        if problem:
+            raise UserError(
+                f"TF_CONFIG (read by --strategy=multi_worker): {problem}; set it on every worker "
+                f"to e.g. {TF_CONFIG_EXAMPLE} (each its own task index), or train on one "
+                "machine with --strategy=mirrored"
+            )
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise UserError(f"--strategy={name}: expected default, mirrored or multi_worker")
+
+
+TF_CONFIG_EXAMPLE = (
+    '{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", '
+    '"index": 0}}'
+)
+
+
+def tf_config_problem(text: str) -> str | None:
+    """What is wrong with a ``TF_CONFIG`` value for ``--strategy=multi_worker``, or None.
+
+    An unset (empty) ``TF_CONFIG`` is fine: the strategy then runs this process as the only
+    worker. Otherwise it must be a JSON object with a ``cluster`` (task type → non-empty list of
+    "host:port") and this process's ``task`` (a ``type`` of the cluster and an ``index`` into its
+    list), checked here so a typo is one clear line rather than an error deep inside TensorFlow.
+    """
+    if not text.strip():
+        return None
+    try:
+        spec = json.loads(text)
+    except json.JSONDecodeError as err:
+        return f"not valid JSON ({err})"
+    if not isinstance(spec, dict):
+        return f"expected a JSON object, got {type(spec).__name__}"
+    cluster, task = spec.get("cluster"), spec.get("task")
+    addresses_ok = isinstance(cluster, dict) and cluster
+    addresses_ok = addresses_ok and all(
+        isinstance(hosts, list) and hosts and all(isinstance(h, str) and h for h in hosts)
+        for hosts in cluster.values()
+    )
+    if not addresses_ok:
+        return (
+            'no usable "cluster": expected {"worker": ["host:port", ...]} (a "chief" too, if any)'
+        )
+    if not isinstance(task, dict) or "type" not in task or "index" not in task:
+        return (
+            'no usable "task": expected {"type": "worker", "index": N}, this process in "cluster"'
+        )
+    kind, index = task["type"], task["index"]
+    if kind not in cluster:
+        return (
+            f'"task" type {json.dumps(kind)} is not a task type of "cluster" ({", ".join(cluster)})'
+        )
+    if isinstance(index, str) and index.isdigit():
+        index = int(index)
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(cluster[kind]):
+        last = len(cluster[kind]) - 1
+        given = json.dumps(task["index"])
+        return f'"task" index {given} is not 0..{last} (the {kind} list of "cluster")'
+    return None
 
 
 @dataclass(frozen=True)

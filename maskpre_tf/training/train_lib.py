@@ -22,7 +22,7 @@ import tensorflow as tf
 from maskpre_tf import runs
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.data import datasets
-from maskpre_tf.data.images import validate_images
+from maskpre_tf.data.images import image_file_problem, validate_images
 from maskpre_tf.data.pipeline import make_eval_dataset, make_train_dataset
 from maskpre_tf.data.sampler import PKSampler
 from maskpre_tf.errors import UserError
@@ -64,13 +64,18 @@ def load_data(cfg: TrainConfig) -> datasets.ReidDataset:
     data = datasets.load_dataset(data_cfg.dataset, data_cfg.data_dir, **options)
     bad = set(validate_images([r.path for r in data.train]))
     if bad:
-        log(f"skipping {len(bad)} unreadable training images, e.g. {sorted(bad)[0]}")
+        first = sorted(bad)[0]
+        log(
+            f"skipping {len(bad)} unreadable training images, e.g. {first} "
+            f"({image_file_problem(first)})"
+        )
         data.train = [r for r in data.train if r.path not in bad]
     bad_eval = validate_images([r.path for r in data.query + data.gallery])
     if bad_eval:
         raise UserError(
-            f"{len(bad_eval)} query/gallery images are unreadable, e.g. "
-            f"{bad_eval[0]}; evaluation needs every one (re-copy or remove them)"
+            f"{len(bad_eval)} query/gallery images are unreadable, e.g. {bad_eval[0]} "
+            f"({image_file_problem(bad_eval[0])}); evaluation needs every one (re-copy or "
+            "remove them)"
         )
     if len(data.train) < cfg.optim.batch_size:
         raise UserError(

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 
-from absl import app, flags
+from absl import flags
 
-from maskpre_tf.errors import UserError, run_main
+from maskpre_tf.errors import UserError, run_app
 
 USAGE = (
     "usage: python -m maskpre_tf.weights import --arch=resnet50|mobilenet_v2 --src=FILE "
@@ -61,4 +61,4 @@ if __name__ == "__main__":
 
     quiet_tensorflow_startup()
     define_flags()
-    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug))
+    run_app(main)

@@ -47,7 +47,12 @@ from maskpre_tf.data.datasets.folder import (
     read_folder,
     read_manifest,
 )
-from maskpre_tf.data.datasets.loader import DATASET_NAMES, load_dataset
+from maskpre_tf.data.datasets.loader import (
+    DATASET_NAMES,
+    check_dataset_name,
+    dataset_key,
+    load_dataset,
+)
 from maskpre_tf.data.datasets.market1501 import read_market1501
 from maskpre_tf.data.datasets.market_layout import MARKET_PATTERN, SPLIT_DIRS
 from maskpre_tf.data.datasets.msmt17 import MSMT_DIRS, MSMT_LISTS, read_msmt17
@@ -73,6 +78,8 @@ __all__ = [
     "Record",
     "ReidDataset",
     "camera_ids",
+    "check_dataset_name",
+    "dataset_key",
     "detect_layout",
     "download_and_extract",
     "extract_archive",

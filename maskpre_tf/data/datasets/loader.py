@@ -14,6 +14,23 @@ DATASET_NAMES = ("auto", "market1501", "dukemtmc", "msmt17", "folder")
 _ALIASES = {"market": "market1501", "duke": "dukemtmc", "dukemtmcreid": "dukemtmc"}
 
 
+def dataset_key(name: str) -> str | None:
+    """The name of :data:`DATASET_NAMES` that ``name`` stands for (any case, aliases such as
+    "market" or "DukeMTMC-reID"), or None for an unknown name."""
+    key = name.lower().replace("-", "").replace("_", "")
+    key = _ALIASES.get(key, key)
+    return key if key in DATASET_NAMES else None
+
+
+def check_dataset_name(name: str, flag: str = "--dataset") -> None:
+    """Raise :class:`UserError` naming ``flag`` and the known names unless ``name`` is one."""
+    if dataset_key(name) is None:
+        raise UserError(
+            f"{flag}={name}: unknown dataset; expected one of {', '.join(DATASET_NAMES)} "
+            "(folder: a folder of your own crops)"
+        )
+
+
 def load_dataset(name: str, root: str, **options: object) -> ReidDataset:
     """Read the dataset ``name`` at ``root``.
 
@@ -26,9 +43,8 @@ def load_dataset(name: str, root: str, **options: object) -> ReidDataset:
     Raises:
       UserError: unknown name, an option the chosen reader does not take, or bad data.
     """
-    key = name.lower().replace("-", "").replace("_", "")
-    key = _ALIASES.get(key, key)
-    if key not in DATASET_NAMES:
+    key = dataset_key(name)
+    if key is None:
         raise UserError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
     given = {k: v for k, v in options.items() if v is not None}
     folder_given = [k for k in FOLDER_OPTIONS if k in given]
