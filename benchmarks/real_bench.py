@@ -53,22 +53,16 @@ ROW_FLAGS = {"baseline": (*PARTS_OFF, "--camera_memory=false"), "camera": PARTS_
 
 def protocol(flagfile: str, data_dir: str, weights: str, *extra: str):
     """The TrainConfig of the protocol (plus ``extra`` flags), resolved as a run would."""
-    from absl import flags
+    from maskpre_tf.config_flags import config_from_argv
 
-    from maskpre_tf.config_flags import config_from_flags, define_flags
-
-    values = flags.FlagValues()
-    define_flags(values)
-    values(
+    return config_from_argv(
         [
-            "bench",
             f"--flagfile={flagfile}",
             f"--data_dir={data_dir}",
             f"--backbone_weights={weights}",
             *extra,
         ]
     )
-    return config_from_flags(values)
 
 
 def imagenet_row(cfg) -> dict:

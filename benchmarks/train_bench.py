@@ -1,16 +1,19 @@
 """Training-step throughput: the full MaskPre step against a plain single-view step.
 
-(a) plain: the online encoder on one (unmasked) view, cluster-contrastive loss, Adam step —
-    the cluster-contrast baseline's step;
-(b) MaskPre: teacher forward, two DropBlock views, mask-prediction and consistency heads,
-    Adam step, prototype and EMA updates (``Trainer._step_fn``, the real training path).
-Both use the same backbone, batch and input; each precision (float32, mixed_bfloat16) runs in
-the same process, the two steps timed in alternating rounds (best of each). Prints images/s
-and the cost ratio (b)/(a) (goal <= 2.3), then the input pipeline's images/s on generated
-Market-layout JPEGs against the step's demand (goal >= 3x).
+(a) plain: the same protocol with MaskPre's own parts switched off (one view, no mask
+    prediction, no consistency) — the cluster-contrast baseline's real training step
+    (``Trainer._step_fn``: forward, loss, Adam, memory and EMA updates);
+(b) MaskPre: teacher forward, two DropBlock views, mask-prediction and consistency heads, Adam,
+    memory and EMA updates (the same ``Trainer._step_fn``).
+Both use the same backbone, batch and input; each precision runs in the same process, the two
+steps timed in alternating rounds (best of each). Prints images/s and the cost ratio (b)/(a)
+(goal <= 1.3), then the full step at each prototype capacity of ``--capacities`` with the same
+live clusters (goal: within 5 % of the smallest), then the input pipeline's images/s on
+generated Market-layout JPEGs against the step's demand (goal >= 3x).
 
-CPU default: resnet_small at 128x64, batch 32. GPU: --backbone=resnet50 --height=256
---width=128 --batch_size=256 --num_instances=16.
+Default: resnet_small at 128x64, batch 32. The real CPU protocol:
+``--flagfile=configs/market_cpu.flags`` (MobileNetV2 at 128x64, batch 64, its method settings;
+random weights). ResNet-50: --backbone=resnet50 --height=256 --width=128 --batch_size=16.
 """
 
 from __future__ import annotations
@@ -26,37 +29,79 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from maskpre_tf import losses  # noqa: E402
 from maskpre_tf.config import TrainConfig  # noqa: E402
+from maskpre_tf.config_flags import config_from_argv  # noqa: E402
 from maskpre_tf.data.pipeline import make_train_dataset  # noqa: E402
 from maskpre_tf.data.sampler import PKSampler  # noqa: E402
 from maskpre_tf.models.maskpre import build_maskpre  # noqa: E402
 from maskpre_tf.training.loop import Trainer  # noqa: E402
 
+# MaskPre's own parts switched off: the plain single-view step.
+PARTS_OFF = {"drop_rate": 0.0, "mask_weight": 0.0, "consistency_weight": 0.0}
+# Defaults without a flagfile (the CPU demo's backbone).
+DEFAULTS = {
+    "backbone": "resnet_small",
+    "height": 128,
+    "width": 64,
+    "batch_size": 32,
+    "num_instances": 4,
+}
+# Training images holding the live clusters (4 per cluster) at every capacity.
+LIVE_IMAGES = 2400
 
-def plain_step_fn(model):
-    """A compiled single-view step on the same online encoder and optimizer."""
-    cfg = model.cfg
-    variables = model.student.trainable_variables
 
-    @tf.function
-    def step(batch):
-        with tf.GradientTape() as tape:
-            emb = model.student(batch["image"], training=True)
-            per_example = losses.cluster_contrast_loss(
-                model.memory.logits(emb, cfg.temperature), batch["label"]
-            )
-            loss = tf.nn.compute_average_loss(
-                per_example, global_batch_size=model.global_batch_size
-            )
-        grads = tape.gradient(loss, variables)
-        model.optimizer.apply_gradients(zip(grads, variables, strict=True))
-        return loss
+def bench_config(flagfile: str | None, overrides: dict, precision: str) -> TrainConfig:
+    """The benchmarked configuration: a flagfile's (or the defaults') with random weights."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    argv = [f"--flagfile={flagfile}"] if flagfile else []
+    argv += [f"--{k}={v}" for k, v in ({} if flagfile else DEFAULTS).items() if k not in given]
+    argv += [f"--{k}={v}" for k, v in given.items()]
+    argv += ["--backbone_weights=none", f"--precision={precision}"]
+    cfg = config_from_argv(argv, resolve_weights=False)
+    return cfg.replace(pad=max(1, cfg.data.height // 25)) if not flagfile else cfg
 
-    return step
+
+def synthetic_batch(cfg: TrainConfig, seed: int = 0) -> dict[str, tf.Tensor]:
+    """One global batch: random pixels [b, H, W, 3] in 0–255, P x K labels, rows 0..b-1."""
+    optim, data = cfg.optim, cfg.data
+    rng = np.random.default_rng(seed)
+    index = np.arange(optim.batch_size)
+    return {
+        "image": tf.constant(
+            rng.uniform(0, 255, (optim.batch_size, data.height, data.width, 3)), tf.float32
+        ),
+        "index": tf.constant(index, tf.int64),
+        "key": tf.constant(index, tf.int64),
+        "label": tf.constant(index // optim.num_instances, tf.int64),
+    }
+
+
+def step_runner(cfg: TrainConfig, capacity: int, batch: dict[str, tf.Tensor]):
+    """A zero-argument callable running one real training step; returns its loss tensor.
+
+    The model holds ``capacity`` training images (prototype and proxy tables of that many rows),
+    of which the first ``LIVE_IMAGES`` form clusters of ``num_instances`` images on 6 cameras.
+    """
+    keras.mixed_precision.set_global_policy(cfg.optim.precision)
+    model = build_maskpre(cfg, capacity, num_replicas=1, ramp_steps=0)
+    rng = np.random.default_rng(1)
+    live = min(LIVE_IMAGES, capacity)
+    features = np.zeros((capacity, model.student.channels), np.float32)
+    features[:live] = rng.normal(size=(live, model.student.channels))
+    labels = np.full(capacity, -1, np.int64)
+    labels[:live] = np.arange(live) // cfg.optim.num_instances
+    camids = np.arange(capacity) % 6
+    model.reset_memories(features, labels, camids)
+    trainer = Trainer(
+        model, tf.distribute.get_strategy(), tf.data.Dataset.from_tensors(batch).repeat(), 1, []
+    )
+    iterator = iter(trainer.dist_dataset)
+    keras.mixed_precision.set_global_policy("float32")
+    return lambda: trainer._step_fn(iterator)["loss"]
 
 
 def images_per_second(run, batch_size: int, steps: int, warmup: int = 3) -> float:
+    """Throughput of ``steps`` calls of ``run`` after ``warmup`` untimed ones (images/s)."""
     for _ in range(warmup):
         float(run())
     start = time.perf_counter()
@@ -66,37 +111,30 @@ def images_per_second(run, batch_size: int, steps: int, warmup: int = 3) -> floa
     return batch_size * steps / (time.perf_counter() - start)
 
 
+def best_of_rounds(runs: list, batch_size: int, steps: int, rounds: int) -> list[float]:
+    """Each run's best images/s over ``rounds`` alternating rounds (the machine is shared)."""
+    best = [0.0] * len(runs)
+    for _ in range(rounds):
+        for i, run in enumerate(runs):
+            best[i] = max(best[i], images_per_second(run, batch_size, steps))
+    return best
+
+
 def bench_precision(cfg: TrainConfig, steps: int, rounds: int) -> tuple[float, float]:
-    keras.mixed_precision.set_global_policy(cfg.optim.precision)
-    optim, data = cfg.optim, cfg.data
-    num_train = 4 * optim.batch_size
-    model = build_maskpre(cfg, num_train, num_replicas=1, ramp_steps=0)
-    rng = np.random.default_rng(0)
-    model.memory.reset(rng.normal(size=(num_train // 4, model.student.channels)))
-    batch = {
-        "image": tf.constant(
-            rng.uniform(0, 255, (optim.batch_size, data.height, data.width, 3)), tf.float32
-        ),
-        "index": tf.range(optim.batch_size, dtype=tf.int64),
-        "key": tf.range(optim.batch_size, dtype=tf.int64),
-        "label": tf.constant(
-            np.repeat(np.arange(optim.num_ids_per_batch), optim.num_instances), tf.int64
-        ),
-    }
-    plain = plain_step_fn(model)
-    trainer = Trainer(
-        model, tf.distribute.get_strategy(), tf.data.Dataset.from_tensors(batch).repeat(), steps, []
-    )
-    iterator = iter(trainer.dist_dataset)
-    plain_ips = full_ips = 0.0
-    for _ in range(rounds):  # alternate, keep each one's best: the machine is shared
-        plain_ips = max(plain_ips, images_per_second(lambda: plain(batch), optim.batch_size, steps))
-        full_ips = max(
-            full_ips,
-            images_per_second(lambda: trainer._step_fn(iterator)["loss"], optim.batch_size, steps),
-        )
-    keras.mixed_precision.set_global_policy("float32")
+    """(plain, MaskPre) images/s of one precision, at a capacity of 4 batches."""
+    batch = synthetic_batch(cfg)
+    capacity = max(LIVE_IMAGES, 4 * cfg.optim.batch_size)
+    plain = step_runner(cfg.replace(**PARTS_OFF), capacity, batch)
+    full = step_runner(cfg, capacity, batch)
+    plain_ips, full_ips = best_of_rounds([plain, full], cfg.optim.batch_size, steps, rounds)
     return plain_ips, full_ips
+
+
+def bench_capacity(cfg: TrainConfig, capacities: list[int], steps: int, rounds: int) -> list:
+    """MaskPre images/s at each prototype capacity, the same live clusters in each."""
+    batch = synthetic_batch(cfg)
+    runs = [step_runner(cfg, capacity, batch) for capacity in capacities]
+    return best_of_rounds(runs, cfg.optim.batch_size, steps, rounds)
 
 
 def bench_pipeline(cfg: TrainConfig, batches: int) -> float:
@@ -137,41 +175,53 @@ def bench_pipeline(cfg: TrainConfig, batches: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--backbone", default="resnet_small")
-    parser.add_argument("--height", type=int, default=128)
-    parser.add_argument("--width", type=int, default=64)
-    parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--num_instances", type=int, default=4)
+    parser.add_argument(
+        "--flagfile", default=None, help="a protocol, e.g. configs/market_cpu.flags"
+    )
+    for name, kind in (("backbone", str), ("height", int), ("width", int)):
+        parser.add_argument(f"--{name}", type=kind, default=None)
+    parser.add_argument("--batch_size", type=int, default=None)
+    parser.add_argument("--num_instances", type=int, default=None)
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
+    parser.add_argument("--capacities", default="12936,100000", help="'' skips the comparison")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
     parser.add_argument("--quick", action="store_true", help="few steps, small batch")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.batch_size, args.rounds = 3, 16, 1
+    overrides = {
+        k: getattr(args, k) for k in ("backbone", "height", "width", "batch_size", "num_instances")
+    }
+    precisions = args.precisions.split(",")
+    cfg = bench_config(args.flagfile, overrides, precisions[0])
+    data, optim = cfg.data, cfg.optim
     print(
-        f"backbone {args.backbone}, {args.height}x{args.width}, batch {args.batch_size}, "
+        f"backbone {cfg.model.backbone}, {data.height}x{data.width}, batch {optim.batch_size} "
+        f"({optim.num_instances} per cluster), memory {cfg.maskpre.memory_update}"
+        f"{', camera proxies' if cfg.maskpre.camera_memory else ''}, "
         f"devices {[d.name for d in tf.config.list_logical_devices()]}"
     )
     demand = 0.0
     print(f"{'precision':>16} {'plain img/s':>12} {'MaskPre img/s':>14} {'cost ratio':>11}")
-    for precision in args.precisions.split(","):
-        cfg = TrainConfig().replace(
-            backbone=args.backbone,
-            backbone_weights="none",
-            height=args.height,
-            width=args.width,
-            batch_size=args.batch_size,
-            num_instances=args.num_instances,
-            precision=precision,
-            pad=max(1, args.height // 25),
+    for precision in precisions:
+        plain_ips, full_ips = bench_precision(
+            bench_config(args.flagfile, overrides, precision), args.steps, args.rounds
         )
-        plain_ips, full_ips = bench_precision(cfg, args.steps, args.rounds)
         demand = max(demand, full_ips)
         print(
             f"{precision:>16} {plain_ips:12.1f} {full_ips:14.1f} "
-            f"{plain_ips / full_ips:10.2f}x  (goal <= 2.3x)"
+            f"{plain_ips / full_ips:10.2f}x  (goal <= 1.3x)"
         )
+    if args.capacities:
+        capacities = [int(c) for c in args.capacities.split(",")]
+        speeds = bench_capacity(cfg, capacities, args.steps, args.rounds)
+        for capacity, ips in zip(capacities, speeds, strict=True):
+            print(
+                f"capacity {capacity:>7} rows ({min(LIVE_IMAGES, capacity) // optim.num_instances}"
+                f" live clusters, {precisions[0]}): {ips:.1f} img/s, step time "
+                f"{speeds[0] / ips:.3f}x the first (goal <= 1.05x)"
+            )
     pipe_ips = bench_pipeline(cfg, batches=max(4, 2 * args.steps))
     print(
         f"input pipeline: {pipe_ips:.1f} img/s = {pipe_ips / demand:.1f}x the fastest "

@@ -56,3 +56,15 @@ def config_from_flags(flag_values: flags.FlagValues, resolve_weights: bool = Tru
         config.model.backbone, config.model.backbone_weights, config.model.input_norm
     )
     return config.replace(input_norm=origin.input_norm, layout=origin.layout)
+
+
+def config_from_argv(argv: list[str], resolve_weights: bool = True) -> TrainConfig:
+    """The :class:`TrainConfig` of flag strings, e.g. ``["--flagfile=configs/market_cpu.flags"]``.
+
+    Parsed on a private ``FlagValues`` (the global flags are untouched), as
+    :func:`config_from_flags` would for the same command line.
+    """
+    values = flags.FlagValues()
+    define_flags(values)
+    values(["maskpre_tf", *argv])
+    return config_from_flags(values, resolve_weights=resolve_weights)

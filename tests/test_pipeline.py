@@ -21,7 +21,7 @@ def files(tmp_path_factory):
     return write_image_files(tmp_path_factory.mktemp("images"))
 
 
-def _train_setup(paths, labels, erase_prob=0.0, extra_batches=None):
+def _train_setup(paths, labels, erase_prob=0.0, extra_batches=None, input_context=None):
     cams = np.arange(len(paths)) % 3
     sampler = PKSampler(labels, cams, batch_size=8, num_instances=2, seed=0)
     epoch = [0]
@@ -37,6 +37,7 @@ def _train_setup(paths, labels, erase_prob=0.0, extra_batches=None):
         pad=2,
         erase_prob=erase_prob,
         extra_batches=extra_batches,
+        input_context=input_context,
     )
     return sampler, epoch, dataset
 
@@ -107,6 +108,60 @@ def test_train_dataset_refills_from_spare_chunks_then_reports_exhaustion(files):
     _, _, dataset = _train_setup(all_bad, labels, extra_batches=1)
     with pytest.raises(tf.errors.OpError, match="ran out of readable images"):
         list(dataset)
+
+
+def _by_key(batches):
+    """{key: (index, label, image)} of every row of the batches."""
+    rows = {}
+    for batch in batches:
+        for i, key in enumerate(batch["key"].numpy()):
+            assert key not in rows, "a draw appears twice"
+            rows[key] = (batch["index"][i].numpy(), batch["label"][i].numpy(), batch["image"][i])
+    return rows
+
+
+@pytest.mark.parametrize("pipelines, replicas", [(2, 2), (1, 2), (2, 4)])
+def test_sharded_pipelines_decode_disjoint_shares_of_the_same_batches(files, pipelines, replicas):
+    paths = files["solid"]
+    labels = np.arange(len(paths)) // 3
+    _, _, whole = _train_setup(paths, labels, erase_prob=0.5)
+    expected = list(whole)
+    shares = []
+    for pipeline_id in range(pipelines):
+        context = tf.distribute.InputContext(pipelines, pipeline_id, replicas)
+        _, _, dataset = _train_setup(paths, labels, erase_prob=0.5, input_context=context)
+        per_pipeline = replicas // pipelines
+        assert dataset.cardinality().numpy() == 3 * per_pipeline
+        assert dataset.element_spec["image"].shape == (8 // replicas, H, W, 3)
+        shares.append(list(dataset))
+    for b, batch in enumerate(expected):  # step b: every pipeline's next replicas' batches
+        per_pipeline = replicas // pipelines
+        step = [s[b * per_pipeline + r] for s in shares for r in range(per_pipeline)]
+        got, want = _by_key(step), _by_key([batch])
+        assert got.keys() == want.keys()
+        for key, (index, label, image) in want.items():
+            assert got[key][0] == index and got[key][1] == label
+            np.testing.assert_array_equal(got[key][2].numpy(), image.numpy())
+
+
+def test_sharded_pipeline_refills_its_own_skipped_group(files, capfd):
+    paths = list(files["solid"])
+    paths[4] = files["truncated_jpeg"]
+    labels = np.arange(len(paths)) // 2
+    rows = []
+    for pipeline_id in range(2):
+        context = tf.distribute.InputContext(2, pipeline_id, 2)
+        _, _, dataset = _train_setup(paths, labels, input_context=context)
+        batches = list(dataset)
+        assert len(batches) == 3
+        for batch in batches:
+            groups = batch["label"].numpy().reshape(2, 2)
+            assert np.all(groups == groups[:, :1])
+        rows.append(_by_key(batches))
+    assert not rows[0].keys() & rows[1].keys()  # no draw decoded by both pipelines
+    every = {k: v for share in rows for k, v in share.items()}
+    assert 4 not in {index for index, _, _ in every.values()}
+    assert files["truncated_jpeg"] in capfd.readouterr().err
 
 
 def test_eval_dataset_preserves_order_and_keeps_last_batch(files):

@@ -46,6 +46,7 @@ def make_train_dataset(
     *,
     num_parallel_calls: int | None = None,
     extra_batches: int | None = None,
+    input_context: tf.distribute.InputContext | None = None,
 ) -> tf.data.Dataset:
     """The training pipeline, re-driven by the sampler every time it is iterated.
 
@@ -79,11 +80,19 @@ def make_train_dataset(
       erase_prob: random-erasing probability.
       num_parallel_calls: map parallelism; None = tf.data.AUTOTUNE.
       extra_batches: batches per spare chunk; None = max(2, ceil(2% of num_batches)).
+      input_context: under ``strategy.distribute_datasets_from_function``, this input
+        pipeline's place: it then yields per-replica batches of its own identity groups only
+        (group g of the stream belongs to pipeline g mod num_input_pipelines), so each worker
+        decodes its share of every global batch and nothing else. Without skipped groups, the
+        union of the replicas' b-th batches is exactly the global batch b of the unsharded
+        stream; a skipped group is refilled from the same pipeline's next group.
 
     Returns:
-      A dataset of exactly ``num_batches`` dicts: "image" float32 [B, H, W, 3] RGB pixels in 0–255,
-      "index" int64 [B] rows of ``paths``, "label" int64 [B] pseudo labels, "key" int64 [B] unique
-      per drawn sample (epoch · 2^32 + position in the epoch's stream; DropBlock's mask key).
+      A dataset of exactly ``num_batches`` dicts (with ``input_context``: ``num_batches`` times
+      the replicas per pipeline, each of B / replicas rows): "image" float32 [B, H, W, 3] RGB
+      pixels in 0–255, "index" int64 [B] rows of ``paths``, "label" int64 [B] pseudo labels,
+      "key" int64 [B] unique per drawn sample (epoch · 2^32 + position in the epoch's stream;
+      DropBlock's mask key).
       If the spare chunks run out (a large share of unreadable files), iteration fails with a
       message naming the cause.
     """
@@ -98,6 +107,20 @@ def make_train_dataset(
     if extra < 1:
         raise ValueError(f"extra_batches must be positive, got {extra}")
     k = sampler.num_instances
+    shards, shard, replicas = 1, 0, 1
+    if input_context is not None:
+        shards = input_context.num_input_pipelines
+        shard = input_context.input_pipeline_id
+        replicas = input_context.num_replicas_in_sync
+    if sampler.num_pids_per_batch % replicas:
+        raise UserError(
+            f"--batch_size={batch_size} holds {sampler.num_pids_per_batch} identities of "
+            f"--num_instances={k}, which do not split over {replicas} replicas; make "
+            f"--batch_size a multiple of --num_instances x {replicas}"
+        )
+    groups_per_element = sampler.num_pids_per_batch // replicas
+    rows = groups_per_element * k
+    elements = num_batches * replicas // shards
     paths_t = tf.constant(list(paths), dtype=tf.string)
 
     def generate_epoch():
@@ -144,11 +167,12 @@ def make_train_dataset(
 
         def report_skips(expected, element):
             group, group_number = element
-            gap = group_number - expected
+            gap = (group_number - expected) // shards
 
-            def log():
-                first, last = expected * k - start, group_number * k - start
-                skipped = tf.gather(paths_t, indices[first:last])
+            def log():  # this pipeline's groups expected, expected + shards, ... were skipped
+                skipped_groups = tf.range(expected, group_number, shards)
+                first = skipped_groups[:, None] * k - start + tf.range(k, dtype=tf.int64)[None]
+                skipped = tf.gather(paths_t, tf.gather(indices, tf.reshape(first, [-1])))
                 tf.print(
                     "warning: training epoch",
                     epoch,
@@ -162,20 +186,21 @@ def make_train_dataset(
                 return gap
 
             tf.cond(gap > 0, log, lambda: gap)
-            return group_number + 1, group
+            return group_number + shards, group
 
         groups = tf.data.Dataset.from_tensor_slices((indices, labels, positions)).batch(k)
+        groups = groups.shard(shards, shard)  # chunks start at a whole batch: shards align
         groups = groups.map(load_group, num_parallel_calls=parallel, deterministic=True)
         groups = groups.ignore_errors()
-        return groups.scan(start // k, report_skips)
+        return groups.scan(start // k + shard, report_skips)
 
     def merge_groups(groups):
         # [P, K, ...] → [B, ...], with static shapes for Keras.
         return {
-            "image": tf.reshape(groups["image"], [batch_size, height, width, 3]),
-            "index": tf.reshape(groups["index"], [batch_size]),
-            "label": tf.reshape(groups["label"], [batch_size]),
-            "key": tf.reshape(groups["key"], [batch_size]),
+            "image": tf.reshape(groups["image"], [rows, height, width, 3]),
+            "index": tf.reshape(groups["index"], [rows]),
+            "label": tf.reshape(groups["label"], [rows]),
+            "key": tf.reshape(groups["key"], [rows]),
         }
 
     dataset = tf.data.Dataset.from_generator(
@@ -188,9 +213,9 @@ def make_train_dataset(
         ),
     )
     dataset = dataset.flat_map(epoch_groups)
-    dataset = dataset.batch(sampler.num_pids_per_batch, drop_remainder=True)
-    dataset = dataset.map(merge_groups).take(num_batches)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(num_batches))
+    dataset = dataset.batch(groups_per_element, drop_remainder=True)
+    dataset = dataset.map(merge_groups).take(elements)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(elements))
     options = tf.data.Options()
     options.deterministic = True
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)

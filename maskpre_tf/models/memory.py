@@ -29,8 +29,12 @@ UPDATES = ("mean", "instance", "hard")
 
 
 def _active(table: tf.Variable, num_active: tf.Tensor) -> tf.Tensor:
-    """The first ``num_active`` rows of a [capacity, D] table (float32 [K, D])."""
-    return tf.convert_to_tensor(table)[: tf.cast(num_active, tf.int32)]
+    """The first ``num_active`` rows of a [capacity, ...] table ([K, ...]).
+
+    A row gather reads K rows only; a dense read of a variable that sparse updates have written
+    would copy the whole table on every read.
+    """
+    return tf.gather(table, tf.range(tf.cast(num_active, tf.int32)))
 
 
 def momentum_step(rows: tf.Tensor, features: tf.Tensor, momentum: float) -> tf.Tensor:
@@ -176,8 +180,8 @@ class CameraMemory(tf.Module):
         valid = proxy >= 0
         safe = tf.maximum(proxy, 0)
         table = tf.stop_gradient(_active(self.table, count))
-        cluster_of = self.proxy_cluster[:count]
-        camera_of = self.proxy_camera[:count]
+        cluster_of = _active(self.proxy_cluster, count)
+        camera_of = _active(self.proxy_camera, count)
         features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)
         logits = tf.matmul(features, table, transpose_b=True) / temperature  # [B, P]
         my_camera = tf.gather(self.proxy_camera, safe)[:, None]

@@ -1,10 +1,13 @@
-"""Updating state that every replica holds a copy of, on each copy, from identical inputs.
+"""Work on every replica's copy: state updates from identical inputs, and split inference.
 
 After each step the memories and the EMA teacher change in cross-replica context. Assigning a
 new value to a mirrored variable there would compute it once and copy it to every device; here
 each device's copy applies ``fn`` to its own operands instead (mirrored operands are read from
 the same device), so no state is broadcast and the copies stay identical because their inputs
 are. On one device (or with no strategy) ``fn`` simply runs.
+
+Inference for clustering and evaluation (:func:`spread_over_replicas`) splits each batch over
+the worker's own devices, so a 4-GPU worker extracts features on all 4.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
+import tensorflow as tf
 
 
 def _tf_variable(value):
@@ -31,3 +35,35 @@ def update_each_copy(variable, fn: Callable, *args) -> None:
         fn(variable, *args)
     else:
         strategy.extended.update(variable, fn, args=args)
+
+
+def spread_over_replicas(
+    strategy: tf.distribute.Strategy, fn: Callable[[tf.Tensor], tf.Tensor]
+) -> Callable[[tf.Tensor], tf.Tensor]:
+    """A ``tf.function`` computing ``fn`` [b, ...] → [b, D] with the batch split over devices.
+
+    Each of this worker's replicas runs ``fn`` on its consecutive slice of the batch (the last
+    padded with zeros); the results are concatenated in order and the padding dropped. No
+    cross-replica communication: every worker may call it on its own batches. With one device
+    per worker, ``fn`` runs as it is.
+    """
+    try:
+        local = len(strategy.extended.worker_devices)
+    except RuntimeError:  # the default strategy: one device
+        local = 1
+    if local <= 1:
+        return tf.function(fn, reduce_retracing=True)
+
+    @tf.function(reduce_retracing=True)
+    def spread(x: tf.Tensor) -> tf.Tensor:
+        count = tf.shape(x)[0]
+        size = (count + local - 1) // local
+        padding = [[0, size * local - count]] + [[0, 0]] * (len(x.shape) - 1)
+        parts = tf.reshape(tf.pad(x, padding), tf.concat([[local, size], tf.shape(x)[1:]], 0))
+        values = strategy.experimental_distribute_values_from_function(
+            lambda ctx: parts[ctx.replica_id_in_sync_group % local]
+        )
+        out = strategy.run(fn, args=(values,))
+        return tf.concat(strategy.experimental_local_results(out), 0)[:count]
+
+    return spread

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import keras
@@ -172,7 +172,10 @@ class Trainer:
         ``finish_step(StepOutput)`` (cross-replica context, global batch) and ``metrics``; see
         :mod:`maskpre_tf.training.step`.
       strategy: the distribution strategy the model was built under.
-      dataset: a ``tf.data.Dataset`` of global batches, re-iterated once per epoch.
+      dataset: a function of a ``tf.distribute.InputContext`` returning that input pipeline's
+        dataset of per-replica batches (``make_train_dataset(..., input_context=ctx)``: every
+        worker decodes only its share), or a ``tf.data.Dataset`` of global batches that every
+        worker reads whole and splits. Re-iterated once per epoch.
       steps_per_epoch: steps per epoch.
       callbacks: Keras callbacks, called in list order at each hook (see the module docstring).
       steps_per_loop: steps per ``tf.function`` call (fewer host round trips; losses and NaN
@@ -183,7 +186,7 @@ class Trainer:
         self,
         model: keras.Model,
         strategy: tf.distribute.Strategy,
-        dataset: tf.data.Dataset,
+        dataset: tf.data.Dataset | Callable[[tf.distribute.InputContext], tf.data.Dataset],
         steps_per_epoch: int,
         callbacks: Iterable[keras.callbacks.Callback],
         steps_per_loop: int = 1,
@@ -194,13 +197,16 @@ class Trainer:
         self.callbacks = keras.callbacks.CallbackList(
             list(callbacks), model=model, epochs=None, steps=steps_per_epoch
         )
-        options = tf.data.Options()
-        # The sampler's stream has no files to shard: every worker reads the same global
-        # batches and keeps its own share of each.
-        options.experimental_distribute.auto_shard_policy = (
-            tf.data.experimental.AutoShardPolicy.DATA
-        )
-        self.dist_dataset = strategy.experimental_distribute_dataset(dataset.with_options(options))
+        if callable(dataset):  # each input pipeline builds (and decodes) its own share
+            self.dist_dataset = strategy.distribute_datasets_from_function(dataset)
+        else:  # one stream of global batches, split by the strategy
+            options = tf.data.Options()
+            options.experimental_distribute.auto_shard_policy = (
+                tf.data.experimental.AutoShardPolicy.DATA
+            )
+            self.dist_dataset = strategy.experimental_distribute_dataset(
+                dataset.with_options(options)
+            )
         self.steps_per_loop = max(1, int(steps_per_loop))
         self._step_fn = tf.function(self._step)
         self._loop_fn = tf.function(self._loop)

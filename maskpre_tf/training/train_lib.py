@@ -11,6 +11,7 @@ the files). The final (or, with ``--keep_best``, the best-on-validation) teacher
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -29,6 +30,7 @@ from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation.extract import evaluate_model
 from maskpre_tf.models.maskpre import build_maskpre
 from maskpre_tf.models.optimizer import make_optimizer
+from maskpre_tf.models.replicated import spread_over_replicas
 from maskpre_tf.models.supervised import SupervisedReid
 from maskpre_tf.training import callbacks as cb
 from maskpre_tf.training.clustering_callback import ClusteringCallback
@@ -125,7 +127,8 @@ def pretrain_on_source(
     state = RunState(
         pseudo_labels=tf.Variable([0], dtype=tf.int64), epoch=tf.Variable(0, dtype=tf.int64)
     )
-    dataset = make_train_dataset(
+    stream = functools.partial(
+        make_train_dataset,
         [r.path for r in source.train],
         sampler,
         lambda: int(state.epoch),
@@ -154,6 +157,8 @@ def pretrain_on_source(
     if done:
         log(f"source pre-training: resuming after epoch {done} of {epochs}")
     callbacks = [cb.EpochCounter(state), progress, cb.CheckpointCallback(manager)]
+    # Each input pipeline (worker) decodes only its own share of every batch.
+    dataset = lambda ctx: stream(input_context=ctx)  # noqa: E731
     Trainer(supervised, strategy, dataset, optim.iters, callbacks).fit(done, epochs)
     if is_chief:
         runs.atomic_save_weights(model.student, path)
@@ -256,8 +261,9 @@ def train(cfg: TrainConfig) -> dict:
             "Raise --epochs to train on, or pass a new --output_dir"
         )
         return earlier
-    embed = tf.function(lambda x: model.teacher(x, training=False), reduce_retracing=True)
-    embed_student = tf.function(lambda x: model.student(x, training=False), reduce_retracing=True)
+    # Feature extraction (clustering, evaluation) splits each batch over the worker's devices.
+    embed = spread_over_replicas(strategy, lambda x: model.teacher(x, training=False))
+    embed_student = spread_over_replicas(strategy, lambda x: model.student(x, training=False))
     embed_for_clusters = embed_student if cfg.clustering.cluster_network == "student" else embed
     height, width = data_cfg.height, data_cfg.width
     before = earlier.get("before", {})
@@ -279,7 +285,8 @@ def train(cfg: TrainConfig) -> dict:
         seed=run_cfg.seed,
     )
     paths = [r.path for r in data.train]
-    dataset = make_train_dataset(
+    stream = functools.partial(
+        make_train_dataset,
         paths,
         sampler,
         lambda: int(state.epoch),
@@ -339,6 +346,8 @@ def train(cfg: TrainConfig) -> dict:
             TensorBoardCallback(state, os.path.join(out_dir, runs.LOGS), sample_images=sample)
         )
     callbacks.append(cb.CheckpointCallback(manager))  # last: it commits the epoch
+    # Each input pipeline (worker) decodes only its own share of every batch.
+    dataset = lambda ctx: stream(input_context=ctx)  # noqa: E731
     trainer = Trainer(model, strategy, dataset, optim.iters, callbacks, run_cfg.steps_per_loop)
     try:
         trainer.fit(initial_epoch, optim.epochs)
