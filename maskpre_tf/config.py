@@ -23,6 +23,9 @@ from typing import Any
 
 from maskpre_tf.errors import UserError
 
+# The two encoders of a run: the EMA teacher and the online (trained) student.
+NETWORKS = ("teacher", "student")
+
 
 def _field(default: Any, help: str, flag: bool = True) -> Any:
     """A dataclass field with its help text; ``flag=False`` fields are resolved, not set."""
@@ -218,8 +221,16 @@ class RunConfig:
     )
     seed: int = _field(0, "random seed")
     eval_every: int = _field(5, "evaluate on query/gallery every N epochs (0 = only at the end)")
-    eval_student: bool = _field(
-        False, "also evaluate the online (student) encoder beside the EMA teacher"
+    deploy_network: str = _field(
+        "teacher",
+        "the encoder the run delivers: teacher (the EMA model) or student (the online "
+        "model); its figures are the run's result, --keep_best keeps it, encoder.weights.h5 "
+        "holds it, and evaluate, export, search and the probe load it",
+    )
+    eval_other: bool = _field(
+        False,
+        "also evaluate the encoder not deployed (the student beside a deployed teacher or the "
+        "teacher beside a deployed student), logged with its name as prefix (student_mAP)",
     )
     keep_best: bool = _field(False, "keep the best epoch by mAP on --val_dir (never the test set)")
     val_dir: str = _field("", "labelled validation split (Market layout) for --keep_best")
@@ -342,10 +353,12 @@ class TrainConfig:
             raise UserError(
                 f"--k1={c.k1} --k2={c.k2}: expected 1 <= --k2 <= --k1 (usual: --k1=30 --k2=6)"
             )
-        if c.cluster_network not in ("teacher", "student"):
+        if c.cluster_network not in NETWORKS:
             raise UserError(f"--cluster_network={c.cluster_network}: expected teacher or student")
         if c.outliers not in ("drop", "instances"):
             raise UserError(f"--outliers={c.outliers}: expected drop or instances")
+        if r.deploy_network not in NETWORKS:
+            raise UserError(f"--deploy_network={r.deploy_network}: expected teacher or student")
         if r.strategy not in ("mirrored", "multi_worker", "default"):
             raise UserError(f"--strategy={r.strategy}: expected mirrored, multi_worker, default")
         if r.keep_best and not r.val_dir:

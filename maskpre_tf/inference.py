@@ -308,15 +308,15 @@ def load_embedder(model: str, flag: str = "--model") -> Embedder:
 
 
 def _embedder_from_run(run_dir: str) -> Embedder:
-    """An :class:`Embedder` on a run's teacher, through the same graph the export serves."""
+    """An :class:`Embedder` on a run's deployed encoder, through the graph the export serves."""
     from maskpre_tf import runs
 
-    teacher, cfg = runs.load_teacher(run_dir)
+    encoder, cfg = runs.load_encoder(run_dir)
     digest = hashlib.sha256()
-    for weight in teacher.weights:
+    for weight in encoder.weights:
         digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
-    meta = build_metadata(cfg, teacher.channels, "search", 0)
-    module = ServingModule(teacher, cfg.data.height, cfg.data.width, json.dumps(meta))
+    meta = build_metadata(cfg, encoder.channels, "search", 0)
+    module = ServingModule(encoder, cfg.data.height, cfg.data.width, json.dumps(meta))
 
     def embed_pixels(images: tf.Tensor) -> tf.Tensor:
         return module.embed_images(tf.cast(images, tf.float32))[OUTPUT_KEY]

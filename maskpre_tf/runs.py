@@ -3,11 +3,12 @@
 A run's ``--output_dir`` holds::
 
     config.json                  {"digest": ..., "config": TrainConfig.to_dict()}
-    checkpoints/                 tf.train.CheckpointManager: model, teacher, optimizer,
-                                 prototypes, pseudo labels, epoch, input normalisation
+    checkpoints/                 tf.train.CheckpointManager: model (student and teacher),
+                                 optimizer, prototypes, pseudo labels, epoch, input normalisation
     logs/                        TensorBoard
-    teacher.weights.h5           the final (or best-on-validation) teacher
-    best_teacher.weights.h5      with --keep_best: the best epoch so far
+    encoder.weights.h5           the deployed encoder (--deploy_network: teacher or student),
+                                 final or best-on-validation
+    best_encoder.weights.h5      with --keep_best: the best epoch so far
     source_pretrained.weights.h5 domain adaptation: the encoder after source pre-training
     summary.json, summary_epochs.json, summary_source.json
 
@@ -30,8 +31,10 @@ CONFIG_FILE = "config.json"
 CHECKPOINTS = "checkpoints"
 SOURCE_CHECKPOINTS = "source_checkpoints"
 LOGS = "logs"
-TEACHER_WEIGHTS = "teacher.weights.h5"
-BEST_WEIGHTS = "best_" + TEACHER_WEIGHTS
+ENCODER_WEIGHTS = "encoder.weights.h5"
+BEST_WEIGHTS = "best_" + ENCODER_WEIGHTS
+# The final weights of runs written before the deployed encoder was a choice (the teacher).
+LEGACY_WEIGHTS = "teacher.weights.h5"
 SOURCE_WEIGHTS = "source_pretrained.weights.h5"
 SUMMARY = "summary.json"
 SUMMARY_EPOCHS = "summary_epochs.json"
@@ -129,33 +132,40 @@ def checkpoints_newest_first(folder: str) -> list[str]:
     return list(reversed(state.all_model_checkpoint_paths)) if state else []
 
 
-def load_teacher(run_dir: str, prefer_checkpoint: bool = False):
-    """The trained teacher encoder of a run directory, and the run's ``TrainConfig``.
+def load_encoder(run_dir: str, prefer_checkpoint: bool = False, network: str | None = None):
+    """A run's trained encoder (the deployed one, or ``network``) and its ``TrainConfig``.
 
-    Takes the weights from ``teacher.weights.h5`` (written at the end of training) or, if that
-    is missing or ``prefer_checkpoint``, from the latest checkpoint (so a run still in progress
-    can be evaluated or exported).
+    The deployed encoder (``--deploy_network``) comes from ``encoder.weights.h5``, written at
+    the end of training (``teacher.weights.h5`` in runs of earlier versions). When that file
+    is missing, or with ``prefer_checkpoint`` (a run still in progress), or for the encoder that
+    was not deployed, the weights come from that encoder's branch of the latest checkpoint.
 
+    Args:
+      run_dir: a run's ``--output_dir``.
+      prefer_checkpoint: take the latest checkpoint even when the final weights exist.
+      network: "teacher" or "student"; None: the run's ``--deploy_network``.
     Returns:
       (ReidEncoder taking RGB pixels in 0–255, TrainConfig)
     """
     from maskpre_tf.models.encoder import build_encoder
 
     cfg = read_config(run_dir)
+    network = network or cfg.run.deploy_network
     shape = (cfg.data.height, cfg.data.width, 3)
-    teacher = build_encoder(cfg.model, shape, weights="none", name="teacher")
-    weights = os.path.join(run_dir, TEACHER_WEIGHTS)
+    encoder = build_encoder(cfg.model, shape, weights="none", name=network)
+    deployed = network == cfg.run.deploy_network
+    final = [os.path.join(run_dir, name) for name in (ENCODER_WEIGHTS, LEGACY_WEIGHTS)]
+    final = [path for path in final if deployed and os.path.isfile(path)]
     latest = latest_checkpoint(run_dir)
-    if os.path.isfile(weights) and not (prefer_checkpoint and latest):
-        teacher.load_weights(weights)
+    if final and not (prefer_checkpoint and latest):
+        encoder.load_weights(final[0])
     elif latest:
-        # Restore only the teacher's branch of the training checkpoint's object graph.
-        tf.train.Checkpoint(model=tf.train.Checkpoint(teacher=teacher)).restore(
-            latest
-        ).expect_partial()
+        # Restore only this encoder's branch of the training checkpoint's object graph.
+        branch = tf.train.Checkpoint(**{network: encoder})
+        tf.train.Checkpoint(model=branch).restore(latest).expect_partial()
     else:
         raise UserError(
-            f"{run_dir}: neither {TEACHER_WEIGHTS} nor a checkpoint under "
+            f"{run_dir}: neither {ENCODER_WEIGHTS} nor a checkpoint under "
             f"{CHECKPOINTS}/; has the run finished an epoch?"
         )
-    return teacher, cfg
+    return encoder, cfg

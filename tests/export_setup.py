@@ -39,7 +39,7 @@ def make_run(run_dir: str, seed: int = 0, input_norm: str = "torch"):
         var.assign(value.astype(np.float32))
     os.makedirs(run_dir, exist_ok=True)
     runs.write_config(cfg, run_dir)
-    teacher.save_weights(os.path.join(run_dir, runs.TEACHER_WEIGHTS))
+    teacher.save_weights(os.path.join(run_dir, runs.ENCODER_WEIGHTS))
     return teacher, cfg
 
 

@@ -34,7 +34,7 @@ def make_run_dir(out: Path) -> str:
     )
     teacher = build_encoder(cfg.model, (64, 32, 3), name="teacher")
     runs.write_config(cfg, str(out))
-    teacher.save_weights(str(out / runs.TEACHER_WEIGHTS))
+    teacher.save_weights(str(out / runs.ENCODER_WEIGHTS))
     return str(out)
 
 

@@ -41,6 +41,8 @@ def test_flagfiles_parse(path, monkeypatch):
         (["--keep_best"], "val_dir"),
         (["--source_dataset=market1501"], "source_dir"),
         (["--outliers=keep"], "outliers"),
+        (["--deploy_network=ema"], "--deploy_network=ema: expected teacher or student"),
+        (["--cluster_network=both"], "--cluster_network=both"),
         (["--eps=-0.1"], "--eps=-0.1"),
         (["--eps=1.2"], "--eps=1.2"),
         (["--k1=5", "--k2=6"], "--k2 <= --k1"),

@@ -35,7 +35,7 @@ def test_run_writes_checkpoints_summary_and_logs(reference_run):
     assert [e["epoch"] for e in epochs] == [1, 2, 3]
     assert all(e["images_per_second"] > 0 and "num_clusters" in e for e in epochs)
     assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")).endswith("ckpt-3")
-    assert os.path.isfile(os.path.join(out, "teacher.weights.h5"))
+    assert os.path.isfile(os.path.join(out, "encoder.weights.h5"))
     events = os.listdir(os.path.join(out, "logs"))
     assert any(name.startswith("events.out.tfevents") for name in events)
     # The last evaluation's embeddings, with the crops as sprites, for TensorBoard's projector.
@@ -147,7 +147,7 @@ def test_keep_best_selects_on_the_validation_split(synth_market, tmp_path):
     proc = run_train(tiny_flags(synth_market, out, epochs=2, keep_best=True, val_dir=val))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "best validation mAP so far" in proc.stdout
-    assert os.path.isfile(os.path.join(out, "best_teacher.weights.h5"))
+    assert os.path.isfile(os.path.join(out, "best_encoder.weights.h5"))
     with open(os.path.join(out, "summary_epochs.json")) as f:
         epochs = json.load(f)["epochs"]
     assert all("val_mAP" in e for e in epochs)
@@ -155,6 +155,35 @@ def test_keep_best_selects_on_the_validation_split(synth_market, tmp_path):
     latest = tf.train.latest_checkpoint(os.path.join(out, "checkpoints"))
     best = float(checkpoint_tensor(latest, "best_map"))
     assert best == pytest.approx(max(e["val_mAP"] for e in epochs))
+
+
+def test_a_deployed_student_is_what_the_run_scores_writes_and_loads(synth_market, tmp_path):
+    from maskpre_tf import runs
+
+    out = str(tmp_path / "run")
+    flags = tiny_flags(
+        synth_market, out, epochs=2, deploy_network="student", eval_other=True, seed=4
+    )
+    proc = run_train(flags)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(os.path.join(out, "summary.json")) as f:
+        summary = json.load(f)
+    with open(os.path.join(out, "summary_epochs.json")) as f:
+        last = json.load(f)["epochs"][-1]
+    assert summary["deployed"] == "student"
+    assert summary["after"]["mAP"] == pytest.approx(last["mAP"])
+    assert "teacher_mAP" in last and "student_mAP" not in last
+    assert "epoch 2: teacher mAP" in proc.stdout
+    final, _ = runs.load_encoder(out)
+    student, _ = runs.load_encoder(out, prefer_checkpoint=True)
+    teacher, _ = runs.load_encoder(out, network="teacher")
+    for a, b in zip(final.weights, student.weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    apart = max(
+        float(np.max(np.abs(a.numpy() - b.numpy())))
+        for a, b in zip(final.weights, teacher.weights, strict=True)
+    )
+    assert apart > 1e-4  # the EMA teacher lags the trained student
 
 
 def test_too_few_clusters_stops_with_exit_2_and_trains_nothing(synth_market, tmp_path):
@@ -167,7 +196,7 @@ def test_too_few_clusters_stops_with_exit_2_and_trains_nothing(synth_market, tmp
     assert "clustering at eps 0.300 found" in lines[0] and "outliers among 61 images" in lines[0]
     assert "--eps=auto" in lines[0] and "--outliers=instances" in lines[0]
     assert "done in" not in proc.stdout
-    assert not os.path.exists(os.path.join(out, "teacher.weights.h5"))
+    assert not os.path.exists(os.path.join(out, "encoder.weights.h5"))
     assert tf.train.latest_checkpoint(os.path.join(out, "checkpoints")) is None
 
 

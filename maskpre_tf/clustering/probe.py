@@ -7,7 +7,8 @@ For each eps of ``--eps`` it prints the clusters, outliers and largest cluster D
 the k-reciprocal Jaccard distances, the eps ``--eps=auto`` would choose (see
 :mod:`maskpre_tf.clustering.auto_eps`), and — when the training images carry identity labels
 (diagnostics only; training never reads them) — ARI and pairwise precision/recall against them.
-With ``--run`` the run's teacher embeds its training set with the run's own settings; a
+With ``--run`` the network the run clusters (``--cluster_network``) embeds its training set
+with the run's own settings, from its latest checkpoint; a
 ``.npz`` needs an array ``features`` [N, D] and may hold ``pids`` [N] and ``camids`` [N].
 """
 
@@ -67,16 +68,20 @@ def format_table(rows: list[dict], auto: float) -> str:
 
 
 def run_features(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
-    """(features, pids, camids, cfg) of a training run's training set, embedded by its teacher."""
+    """(features, pids, camids, cfg) of a run's training set, as its clustering sees it.
+
+    The network is the run's ``--cluster_network``, from its latest checkpoint.
+    """
     import tensorflow as tf
 
     from maskpre_tf import runs
     from maskpre_tf.data import datasets
     from maskpre_tf.evaluation.extract import extract_features
 
-    teacher, cfg = runs.load_teacher(run_dir, prefer_checkpoint=True)
+    network = runs.read_config(run_dir).clustering.cluster_network
+    encoder, cfg = runs.load_encoder(run_dir, prefer_checkpoint=True, network=network)
     data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)
-    embed = tf.function(lambda x: teacher(x, training=False), reduce_retracing=True)
+    embed = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
     features = extract_features(
         embed, [r.path for r in data.train], cfg.data.height, cfg.data.width
     )

@@ -1,4 +1,4 @@
-"""Export a trained MaskPre teacher as a TF Serving model (SavedModel + warmup + models.config).
+"""Export a trained MaskPre encoder as a TF Serving model (SavedModel + warmup + models.config).
 
 Command line::
 

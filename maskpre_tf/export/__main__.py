@@ -24,7 +24,7 @@ def define_flags() -> None:
     flags.DEFINE_string(
         "checkpoint",
         None,
-        "a training run's --output_dir (config.json + teacher.weights.h5 or checkpoints/)",
+        "a training run's --output_dir (config.json + encoder.weights.h5 or checkpoints/)",
     )
     flags.DEFINE_string(
         "export_dir",
@@ -47,7 +47,7 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "prefer_checkpoint",
         False,
-        "export the latest checkpoint even when teacher.weights.h5 exists",
+        "export the latest checkpoint even when encoder.weights.h5 exists",
     )
     flags.DEFINE_list(
         "format",

@@ -126,7 +126,7 @@ def export_encoder_formats(
     """Write ``encoder`` as one version under ``export_dir`` in ``formats``.
 
     Args:
-      encoder: the teacher encoder (RGB pixels 0–255 [B, H, W, 3] → embeddings [B, D]).
+      encoder: the deployed encoder (RGB pixels 0–255 [B, H, W, 3] → embeddings [B, D]).
       cfg: its ``TrainConfig``.
       export_dir: the model's base path (holds numbered versions).
       formats: a subset of :data:`FORMATS` (see the module docstring for each combination).
@@ -181,11 +181,11 @@ def export_run_formats(
     prefer_checkpoint: bool = False,
     **kwargs,
 ) -> dict[str, str]:
-    """Export the EMA teacher of a training run directory; see :func:`export_encoder_formats`.
+    """Export the deployed encoder of a training run directory; see :func:`export_encoder_formats`.
 
     Args:
-      run_dir: a run's ``--output_dir`` (config.json + teacher.weights.h5 or checkpoints/).
-      prefer_checkpoint: export the latest checkpoint even when teacher.weights.h5 exists.
+      run_dir: a run's ``--output_dir`` (config.json + encoder.weights.h5 or checkpoints/).
+      prefer_checkpoint: export the latest checkpoint even when encoder.weights.h5 exists.
       kwargs: ``version``, ``model_name``, ``warmup_batch_sizes``, ``config_base_path``,
         ``opset`` as for :func:`export_encoder_formats`.
     """
@@ -198,5 +198,5 @@ def export_run_formats(
             f"--checkpoint={run_dir}: no such directory; expected the --output_dir "
             "of a maskpre_tf.train run"
         )
-    teacher, cfg = runs.load_teacher(run_dir, prefer_checkpoint=prefer_checkpoint)
-    return export_encoder_formats(teacher, cfg, export_dir, formats, **kwargs)
+    encoder, cfg = runs.load_encoder(run_dir, prefer_checkpoint=prefer_checkpoint)
+    return export_encoder_formats(encoder, cfg, export_dir, formats, **kwargs)

@@ -225,7 +225,7 @@ def export_onnx(
     """Convert ``encoder`` and write it with its metadata to the ``.onnx`` file ``path``.
 
     Args:
-      encoder: the teacher encoder (RGB pixels 0–255 [B, H, W, 3] → embeddings [B, D]).
+      encoder: the deployed encoder (RGB pixels 0–255 [B, H, W, 3] → embeddings [B, D]).
       cfg: its ``TrainConfig`` (input size, normalisation, backbone, digest).
       path: the file to write (atomically); its folder must exist.
       model_name, version: recorded in the metadata.

@@ -116,7 +116,7 @@ def export_encoder(
     """Write ``encoder`` as version ``version`` of a TF Serving model under ``export_dir``.
 
     Args:
-      encoder: the teacher encoder (RGB pixels 0–255 [B, H, W, 3] → embeddings [B, D]; it
+      encoder: the deployed encoder (RGB pixels 0–255 [B, H, W, 3] → embeddings [B, D]; it
         normalises them itself).
       cfg: its ``TrainConfig`` (input size, backbone, digest).
       export_dir: the model's base path (holds numbered versions).
@@ -170,11 +170,11 @@ def export_run(
     config_base_path: str | None = None,
     prefer_checkpoint: bool = False,
 ) -> str:
-    """Export the EMA teacher of a training run directory; see :func:`export_encoder`.
+    """Export the deployed encoder of a training run directory; see :func:`export_encoder`.
 
     Args:
-      run_dir: a run's ``--output_dir`` (config.json + teacher.weights.h5 or checkpoints/).
-      prefer_checkpoint: export the latest checkpoint even when teacher.weights.h5 exists.
+      run_dir: a run's ``--output_dir`` (config.json + encoder.weights.h5 or checkpoints/).
+      prefer_checkpoint: export the latest checkpoint even when encoder.weights.h5 exists.
       The others: as for :func:`export_encoder`.
 
     Returns:
@@ -185,9 +185,9 @@ def export_run(
             f"--checkpoint={run_dir}: no such directory; expected the --output_dir "
             "of a maskpre_tf.train run"
         )
-    teacher, cfg = runs.load_teacher(run_dir, prefer_checkpoint=prefer_checkpoint)
+    encoder, cfg = runs.load_encoder(run_dir, prefer_checkpoint=prefer_checkpoint)
     return export_encoder(
-        teacher,
+        encoder,
         cfg,
         export_dir,
         version=version,

@@ -25,14 +25,16 @@ from maskpre_tf.training.state import RunState
 
 
 class EvaluationCallback(keras.callbacks.Callback):
-    """Evaluates the teacher on query/gallery every ``every`` epochs and at the last epoch.
+    """Evaluates the deployed encoder on query/gallery every ``every`` epochs and at the last.
 
-    At the last epoch, with ``projector_dir`` (the run's TensorBoard folder), the query/gallery
-    embeddings also go to TensorBoard's embedding projector, with the crops as sprites.
-    With ``student`` (an embed function of the online encoder) the student is evaluated beside
-    the teacher and logged as ``student_mAP`` etc. With ``val`` (a labelled validation split) it
-    also tracks the best epoch by validation mAP and saves those teacher weights to
-    ``best_path``; the test split never selects a model.
+    ``embed`` is the deployed encoder's embed function and ``deployed`` the encoder itself
+    (teacher or student, ``--deploy_network``); its figures are the run's (``mAP`` etc.). At
+    the last epoch, with ``projector_dir`` (the run's TensorBoard folder), the query/gallery
+    embeddings also go to TensorBoard's embedding projector, with the crops as sprites. With
+    ``other`` = (name, embed function) the encoder not deployed is evaluated beside it and
+    logged as ``<name>_mAP`` etc. With ``val`` (a labelled validation split) it also tracks the
+    best epoch by validation mAP and saves the deployed encoder's weights to ``best_path``; the
+    test split never selects a model.
     """
 
     def __init__(
@@ -47,7 +49,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         val: tuple[Sequence[Record], Sequence[Record]] | None = None,
         best_path: str = "",
         log: Callable[[str], None] = print,
-        student: Callable | None = None,
+        deployed: keras.Model | None = None,
+        other: tuple[str, Callable] | None = None,
         projector_dir: str = "",
     ):
         super().__init__()
@@ -55,7 +58,8 @@ class EvaluationCallback(keras.callbacks.Callback):
         self.query, self.gallery = query, gallery
         self.cfg = cfg
         self.embed = embed
-        self.student = student
+        self.deployed = deployed
+        self.other = other
         self.projector_dir = projector_dir
         self.every = every
         self.last_epoch = last_epoch
@@ -85,18 +89,19 @@ class EvaluationCallback(keras.callbacks.Callback):
                 f"epoch {epoch + 1}: mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}, "
                 f"Rank-5 {res['rank5']:.1%}, Rank-10 {res['rank10']:.1%}"
             )
-            if self.student is not None:
-                res = evaluate_model(self.student, self.query, self.gallery, height, width)
-                self.state.eval_results.update({f"student_{k}": v for k, v in res.items()})
+            if self.other is not None:
+                name, embed = self.other
+                res = evaluate_model(embed, self.query, self.gallery, height, width)
+                self.state.eval_results.update({f"{name}_{k}": v for k, v in res.items()})
                 self.log(
-                    f"epoch {epoch + 1}: student mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}"
+                    f"epoch {epoch + 1}: {name} mAP {res['mAP']:.1%}, Rank-1 {res['rank1']:.1%}"
                 )
         if self.val is not None:
             val = evaluate_model(self.embed, *self.val, height, width)
             self.state.eval_results = {**self.state.eval_results, "val_mAP": val["mAP"]}
             if val["mAP"] > float(self.state.best_map):
                 self.state.best_map.assign(val["mAP"])
-                runs.atomic_save_weights(self.model.teacher, self.best_path)
+                runs.atomic_save_weights(self.deployed, self.best_path)
                 self.log(f"epoch {epoch + 1}: best validation mAP so far {val['mAP']:.1%}")
         self.state.timings["eval_seconds"] = time.perf_counter() - start
 

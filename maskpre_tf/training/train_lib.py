@@ -5,8 +5,8 @@ labels used), builds the online encoder, EMA teacher and heads under the chosen
 ``tf.distribute`` strategy, and runs the epochs: cluster teacher features into pseudo
 identities, train with two DropBlock views per image, evaluate, checkpoint. Re-running the same
 command resumes from the last checkpoint in ``--output_dir`` (see :mod:`maskpre_tf.runs` for
-the files). The final (or, with ``--keep_best``, the best-on-validation) teacher weights go to
-``<output_dir>/teacher.weights.h5``.
+the files). The final (or, with ``--keep_best``, the best-on-validation) weights of the deployed
+encoder (``--deploy_network``: teacher or student) go to ``<output_dir>/encoder.weights.h5``.
 """
 
 from __future__ import annotations
@@ -262,9 +262,14 @@ def train(cfg: TrainConfig) -> dict:
         )
         return earlier
     # Feature extraction (clustering, evaluation) splits each batch over the worker's devices.
-    embed = spread_over_replicas(strategy, lambda x: model.teacher(x, training=False))
-    embed_student = spread_over_replicas(strategy, lambda x: model.student(x, training=False))
-    embed_for_clusters = embed_student if cfg.clustering.cluster_network == "student" else embed
+    networks = {"teacher": model.teacher, "student": model.student}
+    embeds = {
+        name: spread_over_replicas(strategy, lambda x, net=net: net(x, training=False))
+        for name, net in networks.items()
+    }
+    deployed = networks[run_cfg.deploy_network]
+    embed = embeds[run_cfg.deploy_network]
+    (other,) = set(networks) - {run_cfg.deploy_network}
     height, width = data_cfg.height, data_cfg.width
     before = earlier.get("before", {})
     evaluate_here = bool(data.query) and is_chief
@@ -323,7 +328,9 @@ def train(cfg: TrainConfig) -> dict:
         state, optim.batch_size, optim.iters, os.path.join(own_dir, runs.SUMMARY_EPOCHS), log=log
     )
     callbacks = [
-        ClusteringCallback(state, data.train, sampler, cfg, embed_for_clusters, log=log),
+        ClusteringCallback(
+            state, data.train, sampler, cfg, embeds[cfg.clustering.cluster_network], log=log
+        ),
         cb.EvaluationCallback(
             state,
             data.query if is_chief else [],
@@ -335,7 +342,8 @@ def train(cfg: TrainConfig) -> dict:
             val=val if is_chief else None,
             best_path=best_path,
             log=log,
-            student=embed_student if run_cfg.eval_student else None,
+            deployed=deployed,
+            other=(other, embeds[other]) if run_cfg.eval_other else None,
             projector_dir=os.path.join(out_dir, runs.LOGS) if is_chief else "",
         ),
         cb.EpochCounter(state),
@@ -358,11 +366,11 @@ def train(cfg: TrainConfig) -> dict:
             f"({runs.latest_checkpoint(out_dir) or 'none yet'})"
         ) from err
 
-    final_path = os.path.join(out_dir, runs.TEACHER_WEIGHTS)
+    final_path = os.path.join(out_dir, runs.ENCODER_WEIGHTS)
     if is_chief:
         if run_cfg.keep_best and os.path.exists(best_path):
-            model.teacher.load_weights(best_path)
-        runs.atomic_save_weights(model.teacher, final_path)
+            deployed.load_weights(best_path)
+        runs.atomic_save_weights(deployed, final_path)
     after = {}
     if evaluate_here:  # the last epoch's evaluation holds unless another model was kept
         fresh = run_cfg.keep_best or "mAP" not in state.eval_results
@@ -376,7 +384,8 @@ def train(cfg: TrainConfig) -> dict:
         "after": after,
         "epochs": optim.epochs,
         "seconds": prior_seconds + time.perf_counter() - start,
-        "teacher_weights": final_path,
+        "deployed": run_cfg.deploy_network,
+        "encoder_weights": final_path,
         "config_digest": cfg.digest(),
     }
     if after:
