@@ -166,8 +166,8 @@ class ClusteringConfig:
     eps: str = _field(
         "0.6",
         "DBSCAN eps on the Jaccard distance, in (0, 1), or auto: chosen "
-        "again at every clustering as the eps with the most clusters (see "
-        "maskpre_tf.clustering.auto_eps)",
+        "again at every clustering as the eps whose clusters agree best with the Jaccard "
+        "graph's linked pairs (see maskpre_tf.clustering.auto_eps)",
     )
     min_samples: int = _field(4, "DBSCAN min_samples (>= 1)")
     k1: int = _field(30, "k-reciprocal neighbourhood size")

@@ -1,6 +1,7 @@
 """What DBSCAN's eps does to a feature set: ``python -m maskpre_tf.clustering.probe``.
 
     python -m maskpre_tf.clustering.probe --run=RUN_DIR            # the run's training set
+    python -m maskpre_tf.clustering.probe --train_flagfile=configs/market_cpu.flags  # before
     python -m maskpre_tf.clustering.probe --features=FEATURES.npz  # features [, pids, camids]
 
 For each eps of ``--eps`` it prints the clusters, outliers and largest cluster DBSCAN finds on
@@ -8,8 +9,10 @@ the k-reciprocal Jaccard distances, the eps ``--eps=auto`` would choose (see
 :mod:`maskpre_tf.clustering.auto_eps`), and — when the training images carry identity labels
 (diagnostics only; training never reads them) — ARI and pairwise precision/recall against them.
 With ``--run`` the network the run clusters (``--cluster_network``) embeds its training set
-with the run's own settings, from its latest checkpoint; a
-``.npz`` needs an array ``features`` [N, D] and may hold ``pids`` [N] and ``camids`` [N].
+with the run's own settings, from its latest checkpoint. With ``--train_flagfile`` (a training
+flagfile, before any training) the encoder the run would start from (its ``--backbone_weights``)
+embeds the flagfile's training set: the first clustering's eps, chosen before a run is started.
+A ``.npz`` needs an array ``features`` [N, D] and may hold ``pids`` [N] and ``camids`` [N].
 """
 
 from __future__ import annotations
@@ -41,10 +44,11 @@ def eps_table(
     Returns:
       (one dict per eps with "eps" and :func:`cluster_statistics`' keys, the automatic eps).
     """
-    from maskpre_tf.clustering.auto_eps import choose_eps
+    from maskpre_tf.clustering.auto_eps import MAX_EPS, choose_eps
     from maskpre_tf.clustering.cluster import cluster_statistics, dbscan_labels, jaccard_graph
 
-    dist = jaccard_graph(features, max(eps_values), k1, k2, camids=camids)
+    # The graph the automatic choice reads in training: up to the grid's end at least.
+    dist = jaccard_graph(features, max(*eps_values, MAX_EPS), k1, k2, camids=camids)
     rows = [
         {"eps": eps, **cluster_statistics(dbscan_labels(dist, eps, min_samples), pids)}
         for eps in sorted(eps_values)
@@ -67,10 +71,13 @@ def format_table(rows: list[dict], auto: float) -> str:
     return "\n".join(lines)
 
 
-def run_features(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
-    """(features, pids, camids, cfg) of a run's training set, as its clustering sees it.
+def run_features(
+    run_dir: str = "", train_flagfile: str = ""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, object]:
+    """(features, pids, camids, cfg) of a training set, as a run's clustering sees it.
 
-    The network is the run's ``--cluster_network``, from its latest checkpoint.
+    With ``run_dir``: the run's ``--cluster_network``, from its latest checkpoint. With
+    ``train_flagfile``: the untrained encoder of that training configuration.
     """
     import tensorflow as tf
 
@@ -78,8 +85,15 @@ def run_features(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, obje
     from maskpre_tf.data import datasets
     from maskpre_tf.evaluation.extract import extract_features
 
-    network = runs.read_config(run_dir).clustering.cluster_network
-    encoder, cfg = runs.load_encoder(run_dir, prefer_checkpoint=True, network=network)
+    if run_dir:
+        network = runs.read_config(run_dir).clustering.cluster_network
+        encoder, cfg = runs.load_encoder(run_dir, prefer_checkpoint=True, network=network)
+    else:
+        from maskpre_tf.config_flags import config_from_argv
+        from maskpre_tf.models.encoder import build_encoder
+
+        cfg = config_from_argv([f"--flagfile={train_flagfile}"])
+        encoder = build_encoder(cfg.model, (cfg.data.height, cfg.data.width, 3))
     data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)
     embed = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
     features = extract_features(
@@ -96,6 +110,9 @@ def run_features(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, obje
 def define_flags() -> None:
     """This program's flags (defined only when it runs)."""
     flags.DEFINE_string("run", "", "a training run's --output_dir (its teacher, its data)")
+    flags.DEFINE_string(
+        "train_flagfile", "", "a training flagfile: its data and untrained encoder (before a run)"
+    )
     flags.DEFINE_string("features", "", ".npz with features [N, D], optional pids, camids")
     flags.DEFINE_string("eps", DEFAULT_EPS, "comma-separated eps values to try")
     flags.DEFINE_integer("k1", None, "k-reciprocal size (default: the run's, else 30)")
@@ -112,8 +129,11 @@ def main(argv: list[str]) -> None:
     del argv
     values = flags.FLAGS
     quiet_library_logs()
-    if bool(values.run) == bool(values.features):
-        raise UserError("give exactly one of --run=RUN_DIR or --features=FILE.npz")
+    sources = [values.run, values.train_flagfile, values.features]
+    if sum(bool(source) for source in sources) != 1:
+        raise UserError(
+            "give exactly one of --run=RUN_DIR, --train_flagfile=FLAGFILE or --features=FILE.npz"
+        )
     try:
         eps_values = [float(e) for e in values.eps.split(",")]
     except ValueError as err:
@@ -121,8 +141,8 @@ def main(argv: list[str]) -> None:
     if any(not 0 < e < 1 for e in eps_values):
         raise UserError(f"--eps={values.eps}: every eps must lie in (0, 1)")
     settings = {"k1": 30, "k2": 6, "min_samples": 4, "camera_aware": False}
-    if values.run:
-        features, pids, camids, cfg = run_features(values.run)
+    if values.run or values.train_flagfile:
+        features, pids, camids, cfg = run_features(values.run, values.train_flagfile)
         c = cfg.clustering
         settings = {
             "k1": c.k1,

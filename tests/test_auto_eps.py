@@ -1,0 +1,51 @@
+"""The automatic eps: the linked-pair F1 by hand, and the choice on clusters of known shape."""
+
+import numpy as np
+import scipy.sparse as sp
+from test_probe import blobs
+
+from maskpre_tf.clustering.auto_eps import GRID, choose_eps, linked_pair_f1, linked_pairs
+from maskpre_tf.clustering.cluster import cluster_statistics, jaccard_graph, pseudo_labels
+
+
+def graph(pairs: list[tuple[int, int, float]], n: int) -> sp.csr_array:
+    """A symmetric distance graph of n nodes with the given (i, j, distance) and a 0 diagonal."""
+    rows = [i for i, j, _ in pairs] + [j for i, j, _ in pairs] + list(range(n))
+    cols = [j for i, j, _ in pairs] + [i for i, j, _ in pairs] + list(range(n))
+    data = [d for *_, d in pairs] * 2 + [0.0] * n
+    return sp.csr_array((data, (rows, cols)), shape=(n, n))
+
+
+def test_linked_pairs_leave_out_the_diagonal_and_distant_pairs():
+    rows, cols = linked_pairs(graph([(0, 1, 0.2), (1, 2, 0.85), (2, 3, 0.5)], 4))
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [
+        (0, 1),
+        (1, 0),
+        (2, 3),
+        (3, 2),
+    ]
+
+
+def test_linked_pair_f1_by_hand():
+    # Links 0-1, 1-2, 3-4 (both ways: 6 ordered pairs).
+    rows, cols = linked_pairs(graph([(0, 1, 0.1), (1, 2, 0.1), (3, 4, 0.1)], 5))
+    # {0,1,2} {3,4}: every link inside; 6 + 2 ordered pairs inside -> P 6/8, R 1.
+    assert np.isclose(linked_pair_f1(np.array([0, 0, 0, 1, 1]), rows, cols), 2 * 0.75 / 1.75)
+    # One cluster of all five: P 6/20, R 1.
+    assert np.isclose(linked_pair_f1(np.zeros(5, int), rows, cols), 2 * 0.3 / 1.3)
+    # {0,1} and outliers: P 2/2, R 2/6.
+    assert np.isclose(
+        linked_pair_f1(np.array([0, 0, -1, -1, -1]), rows, cols), 2 * (1 / 3) / (4 / 3)
+    )
+    assert linked_pair_f1(np.full(5, -1), rows, cols) == 0.0
+
+
+def test_auto_eps_recovers_separated_clusters_without_fragmenting_them():
+    for seed, spread in ((0, 0.15), (1, 0.3), (2, 0.4)):
+        features, pids = blobs(ids=30, per_id=20, spread=spread, seed=seed)
+        labels, eps, _ = pseudo_labels(features, None, 4, k1=10, k2=3)
+        stats = cluster_statistics(labels, pids)
+        assert eps in GRID and stats["num_clusters"] == 30 and stats["ari"] > 0.99, (seed, eps)
+        # The training path and the rule on the graph agree.
+        dist = jaccard_graph(features, GRID[-1], 10, 3)
+        assert choose_eps(dist, 4) == eps
