@@ -83,7 +83,9 @@ def imagenet_row(cfg) -> dict:
     row = evaluate_model(embed, data.query, data.gallery, *size)
     features = extract_features(embed, [r.path for r in data.train], *size)
     c = cfg.clustering
-    labels, eps, _ = pseudo_labels(features, c.fixed_eps, c.min_samples, c.k1, c.k2)
+    labels, eps, _ = pseudo_labels(
+        features, c.fixed_eps, c.min_samples, c.k1, c.k2, rule=c.auto_rule
+    )
     stats = cluster_statistics(labels, np.array([r.pid for r in data.train]))
     row.update(
         num_clusters=stats["num_clusters"],

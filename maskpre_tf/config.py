@@ -25,6 +25,8 @@ from maskpre_tf.errors import UserError
 
 # The two encoders of a run: the EMA teacher and the online (trained) student.
 NETWORKS = ("teacher", "student")
+# --eps values that choose eps at every clustering (maskpre_tf.clustering.auto_eps.RULES).
+AUTO_EPS = ("auto", "auto_linked")
 
 
 def _field(default: Any, help: str, flag: bool = True) -> Any:
@@ -165,9 +167,9 @@ class ClusteringConfig:
 
     eps: str = _field(
         "0.6",
-        "DBSCAN eps on the Jaccard distance, in (0, 1), or auto: chosen "
-        "again at every clustering as the eps whose clusters agree best with the Jaccard "
-        "graph's linked pairs (see maskpre_tf.clustering.auto_eps)",
+        "DBSCAN eps on the Jaccard distance, in (0, 1), or chosen again at every clustering: "
+        "auto (the eps with the most clusters) or auto_linked (the eps whose clusters best "
+        "match the Jaccard graph's linked pairs); see maskpre_tf.clustering.auto_eps",
     )
     min_samples: int = _field(4, "DBSCAN min_samples (>= 1)")
     k1: int = _field(30, "k-reciprocal neighbourhood size")
@@ -187,8 +189,13 @@ class ClusteringConfig:
 
     @property
     def fixed_eps(self) -> float | None:
-        """--eps as a number, or None for auto."""
-        return None if self.eps == "auto" else float(self.eps)
+        """--eps as a number, or None when a rule chooses it (``auto_rule``)."""
+        return None if self.eps in AUTO_EPS else float(self.eps)
+
+    @property
+    def auto_rule(self) -> str:
+        """The rule that chooses eps when ``fixed_eps`` is None (auto or auto_linked)."""
+        return self.eps if self.eps in AUTO_EPS else "auto"
 
 
 @dataclass(frozen=True)
@@ -342,10 +349,10 @@ class TrainConfig:
             raise UserError(
                 f"--precision={o.precision}: expected float32, mixed_bfloat16 or mixed_float16"
             )
-        if c.eps != "auto" and not 0.0 < _number(c.eps) < 1.0:
+        if c.eps not in AUTO_EPS and not 0.0 < _number(c.eps) < 1.0:
             raise UserError(
-                f"--eps={c.eps}: expected auto or a Jaccard distance in (0, 1); typical "
-                "values are 0.4-0.7 (pairs with no k-reciprocal overlap are at 1)"
+                f"--eps={c.eps}: expected auto, auto_linked or a Jaccard distance in (0, 1); "
+                "typical values are 0.4-0.7 (pairs with no k-reciprocal overlap are at 1)"
             )
         if c.min_samples < 1:
             raise UserError(f"--min_samples={c.min_samples}: expected >= 1 (the usual value is 4)")

@@ -1,6 +1,7 @@
 """The automatic eps: the linked-pair F1 by hand, and the choice on clusters of known shape."""
 
 import numpy as np
+import pytest
 import scipy.sparse as sp
 from test_probe import blobs
 
@@ -40,12 +41,20 @@ def test_linked_pair_f1_by_hand():
     assert linked_pair_f1(np.full(5, -1), rows, cols) == 0.0
 
 
-def test_auto_eps_recovers_separated_clusters_without_fragmenting_them():
+def test_linked_rule_recovers_separated_clusters_that_most_clusters_fragments():
     for seed, spread in ((0, 0.15), (1, 0.3), (2, 0.4)):
         features, pids = blobs(ids=30, per_id=20, spread=spread, seed=seed)
-        labels, eps, _ = pseudo_labels(features, None, 4, k1=10, k2=3)
+        labels, eps, _ = pseudo_labels(features, None, 4, k1=10, k2=3, rule="auto_linked")
         stats = cluster_statistics(labels, pids)
         assert eps in GRID and stats["num_clusters"] == 30 and stats["ari"] > 0.99, (seed, eps)
         # The training path and the rule on the graph agree.
         dist = jaccard_graph(features, GRID[-1], 10, 3)
-        assert choose_eps(dist, 4) == eps
+        assert choose_eps(dist, 4, rule="auto_linked") == eps
+        # With no merging inside the grid, the count peaks where identities are fragments.
+        fragments, _, _ = pseudo_labels(features, None, 4, k1=10, k2=3, rule="auto")
+        assert cluster_statistics(fragments, pids)["ari"] < 0.7
+
+
+def test_unknown_rule_is_refused():
+    with pytest.raises(ValueError, match="auto_linked"):
+        choose_eps(graph([(0, 1, 0.1)], 2), rule="best")

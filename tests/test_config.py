@@ -45,6 +45,7 @@ def test_flagfiles_parse(path, monkeypatch):
         (["--cluster_network=both"], "--cluster_network=both"),
         (["--eps=-0.1"], "--eps=-0.1"),
         (["--eps=1.2"], "--eps=1.2"),
+        (["--eps=automatic"], "expected auto, auto_linked or a Jaccard distance"),
         (["--k1=5", "--k2=6"], "--k2 <= --k1"),
         (["--min_samples=0"], "--min_samples=0"),
         (["--input_norm=imagenet", "--backbone_weights=none"], "--input_norm=imagenet"),

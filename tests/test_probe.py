@@ -49,11 +49,16 @@ def test_table_finds_the_true_clusters_and_auto_picks_a_good_eps():
     # Outliers can only fall as eps grows (DBSCAN's neighbourhoods grow).
     outliers = [r["num_outliers"] for r in rows]
     assert outliers == sorted(outliers, reverse=True)
-    labels_at_auto, _ = eps_table(features, [auto], k1=10, k2=3, min_samples=4, pids=pids)
-    assert labels_at_auto[0]["ari"] > 0.95 and 0.5 <= auto <= 0.8
+    assert set(auto) == {"auto", "auto_linked"}
+    linked = auto["auto_linked"]
+    at_linked, _ = eps_table(features, [linked], k1=10, k2=3, min_samples=4, pids=pids)
+    assert at_linked[0]["ari"] > 0.95 and 0.5 <= linked <= 0.8
     text = format_table(rows, auto)
     assert text.splitlines()[0].split()[:4] == ["eps", "clusters", "outliers", "largest"]
-    assert f"--eps=auto chooses {auto:.3f}" in text
+    assert text.splitlines()[-2:] == [
+        f"--eps=auto chooses {auto['auto']:.3f}",
+        f"--eps=auto_linked chooses {linked:.3f}",
+    ]
 
 
 def test_features_file_prints_one_row_per_eps_with_scores(tmp_path):
@@ -65,7 +70,8 @@ def test_features_file_prints_one_row_per_eps_with_scores(tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert lines[0].startswith("240 samples, k1 10, k2 3, min_samples 4")
     assert "ARI" in lines[1] and [line.split()[0] for line in lines[2:4]] == ["0.40", "0.60"]
-    assert lines[-1].startswith("--eps=auto chooses ")
+    assert lines[-2].startswith("--eps=auto chooses ")
+    assert lines[-1].startswith("--eps=auto_linked chooses ")
 
 
 @pytest.mark.parametrize(

@@ -231,8 +231,11 @@ def pseudo_labels(
     k1: int = 30,
     k2: int = 6,
     camids: np.ndarray | None = None,
+    rule: str = "auto",
 ) -> tuple[np.ndarray, float, object]:
-    """One epoch's pseudo labels, at a fixed eps or at the automatic one (``eps=None``).
+    """One epoch's pseudo labels, at a fixed eps or at the one ``rule`` chooses (``eps=None``).
+
+    ``rule``: ``auto`` or ``auto_linked`` (:mod:`maskpre_tf.clustering.auto_eps`).
 
     Returns:
       (labels [N] as :func:`cluster`'s, the eps used, the sparse Jaccard graph DBSCAN read:
@@ -242,7 +245,7 @@ def pseudo_labels(
 
     dist = jaccard_graph(features, MAX_EPS if eps is None else eps, k1, k2, camids=camids)
     if eps is None:
-        eps = choose_eps(dist, min_samples)
+        eps = choose_eps(dist, min_samples, rule=rule)
     return dbscan_labels(dist, eps, min_samples), float(eps), dist
 
 

@@ -5,9 +5,10 @@
     python -m maskpre_tf.clustering.probe --features=FEATURES.npz  # features [, pids, camids]
 
 For each eps of ``--eps`` it prints the clusters, outliers and largest cluster DBSCAN finds on
-the k-reciprocal Jaccard distances, the eps ``--eps=auto`` would choose (see
-:mod:`maskpre_tf.clustering.auto_eps`), and — when the training images carry identity labels
-(diagnostics only; training never reads them) — ARI and pairwise precision/recall against them.
+the k-reciprocal Jaccard distances, the eps each rule (``--eps=auto``, ``auto_linked``) would
+choose (see :mod:`maskpre_tf.clustering.auto_eps`), and — when the training images carry
+identity labels (diagnostics only; training never reads them) — ARI and pairwise
+precision/recall against them.
 With ``--run`` the network the run clusters (``--cluster_network``) embeds its training set
 with the run's own settings, from its latest checkpoint. With ``--train_flagfile`` (a training
 flagfile, before any training) the encoder the run would start from (its ``--backbone_weights``)
@@ -42,9 +43,10 @@ def eps_table(
       pids: ground-truth ids [N] for ARI and pairwise precision/recall (diagnostics).
 
     Returns:
-      (one dict per eps with "eps" and :func:`cluster_statistics`' keys, the automatic eps).
+      (one dict per eps with "eps" and :func:`cluster_statistics`' keys, {rule: the eps it
+      chooses} for each automatic rule).
     """
-    from maskpre_tf.clustering.auto_eps import MAX_EPS, choose_eps
+    from maskpre_tf.clustering.auto_eps import MAX_EPS, RULES, choose_eps
     from maskpre_tf.clustering.cluster import cluster_statistics, dbscan_labels, jaccard_graph
 
     # The graph the automatic choice reads in training: up to the grid's end at least.
@@ -53,10 +55,10 @@ def eps_table(
         {"eps": eps, **cluster_statistics(dbscan_labels(dist, eps, min_samples), pids)}
         for eps in sorted(eps_values)
     ]
-    return rows, choose_eps(dist, min_samples)
+    return rows, {rule: choose_eps(dist, min_samples, rule=rule) for rule in RULES}
 
 
-def format_table(rows: list[dict], auto: float) -> str:
+def format_table(rows: list[dict], auto: dict[str, float]) -> str:
     """The probe's table as text."""
     scored = "ari" in rows[0]
     head = f"{'eps':>5} {'clusters':>9} {'outliers':>9} {'largest':>8}"
@@ -67,7 +69,7 @@ def format_table(rows: list[dict], auto: float) -> str:
         if scored:
             line += f" {r['ari']:6.3f} {r['pairwise_precision']:7.3f} {r['pairwise_recall']:7.3f}"
         lines.append(line)
-    lines.append(f"--eps=auto chooses {auto:.3f}")
+    lines += [f"--eps={rule} chooses {eps:.3f}" for rule, eps in auto.items()]
     return "\n".join(lines)
 
 

@@ -94,6 +94,7 @@ class ClusteringCallback(keras.callbacks.Callback):
                 k1=cfg.k1,
                 k2=cfg.k2,
                 camids=self.camids if cfg.camera_aware else None,
+                rule=cfg.auto_rule,
             )
             nearest = nearest_distances(dist)
         shared = sum_over_workers(strategy, np.append(labels.astype(np.float64), eps))

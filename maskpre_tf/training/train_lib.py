@@ -394,6 +394,6 @@ def train(cfg: TrainConfig) -> dict:
             f"Rank-5 {after['rank5']:.1%}, Rank-10 {after['rank10']:.1%}"
         )
     if is_chief:
-        log(f"done in {summary['seconds']:.0f} s; teacher weights in {final_path}")
+        log(f"done in {summary['seconds']:.0f} s; {run_cfg.deploy_network} weights in {final_path}")
         runs.atomic_write_json(summary_path, summary)
     return summary
