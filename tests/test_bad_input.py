@@ -93,13 +93,16 @@ def test_bad_settings_are_rejected_by_validate(argv, needles):
 
 def test_good_spellings_stay_valid():
     assert parse(["--eps=auto"]).clustering.fixed_eps is None
+    linked = parse(["--eps=auto_linked"]).clustering
+    assert linked.fixed_eps is None and linked.auto_rule == "auto_linked"
+    assert parse(["--eps=0.45"]).clustering.auto_rule == "auto"  # unused with a fixed eps
     assert parse(["--eps=0.5", "--k1=6", "--k2=6", "--min_samples=1"]).clustering.k2 == 6
     assert parse(["--dataset=Market-1501", "--source_dataset=duke", "--source_dir=/x"])
 
 
 def test_cli_rejects_bad_eps_before_reading_data(tmp_path):
     proc = run_cli("maskpre_tf.train", "--eps=1.5", f"--data_dir={tmp_path / 'absent'}")
-    assert_user_error(proc, "--eps=1.5", "auto or a Jaccard distance in (0, 1)")
+    assert_user_error(proc, "--eps=1.5", "auto, auto_linked or a Jaccard distance in (0, 1)")
 
 
 # ---------------------------------------------------------------------- 2: flagfile
