@@ -25,7 +25,7 @@ from maskpre_tf.errors import UserError
 
 # The two encoders of a run: the EMA teacher and the online (trained) student.
 NETWORKS = ("teacher", "student")
-# --eps values that choose eps at every clustering (maskpre_tf.clustering.auto_eps.RULES).
+# --eps values that choose eps at every clustering (rules in maskpre_tf.clustering.auto_eps).
 AUTO_EPS = ("auto", "auto_linked")
 
 

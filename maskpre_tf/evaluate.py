@@ -2,10 +2,9 @@
 
 Loads the deployed encoder of a training run (``--checkpoint``: the run's ``--output_dir``) or
 an exported SavedModel (``--saved_model``: a version directory written by ``maskpre_tf.export``)
-through
-:func:`maskpre_tf.inference.load_embedder`, extracts query and gallery features of any supported
-dataset, and prints mAP and Rank-1/5/10 with and without k-reciprocal re-ranking (Market-1501
-protocol).
+through :func:`maskpre_tf.inference.load_embedder`, extracts query and gallery features of any
+supported dataset, and prints mAP and Rank-1/5/10 with and without k-reciprocal re-ranking
+(Market-1501 protocol).
 """
 
 from __future__ import annotations

@@ -40,6 +40,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from maskpre_tf.config import AUTO_EPS
+
 # Candidate eps: the range re-ID recipes use and beyond, in steps of 0.025.
 GRID = tuple(round(0.3 + 0.025 * i, 3) for i in range(21))  # 0.30 .. 0.80
 MAX_EPS = GRID[-1]
@@ -73,10 +75,6 @@ def linked_pair_f1(labels: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> fl
         return 0.0
     precision, recall = inside / pairs, inside / len(rows)
     return 2 * precision * recall / (precision + recall)
-
-
-# --eps values that choose the eps at each clustering, and what each one maximises.
-RULES = ("auto", "auto_linked")
 
 
 def cluster_counts(
@@ -114,8 +112,8 @@ def choose_eps(
 ) -> float:
     """The eps of ``grid`` with the most clusters (``auto``) or the highest linked-pair F1
     (``auto_linked``); the smallest one on ties."""
-    if rule not in RULES:
-        raise ValueError(f"unknown eps rule {rule!r}; expected one of {RULES}")
+    if rule not in AUTO_EPS:
+        raise ValueError(f"unknown eps rule {rule!r}; expected one of {AUTO_EPS}")
     score = cluster_counts if rule == "auto" else linked_pair_scores
     return float(grid[int(np.argmax(score(dist, min_samples, grid)))])
 

@@ -46,8 +46,9 @@ def eps_table(
       (one dict per eps with "eps" and :func:`cluster_statistics`' keys, {rule: the eps it
       chooses} for each automatic rule).
     """
-    from maskpre_tf.clustering.auto_eps import MAX_EPS, RULES, choose_eps
+    from maskpre_tf.clustering.auto_eps import MAX_EPS, choose_eps
     from maskpre_tf.clustering.cluster import cluster_statistics, dbscan_labels, jaccard_graph
+    from maskpre_tf.config import AUTO_EPS
 
     # The graph the automatic choice reads in training: up to the grid's end at least.
     dist = jaccard_graph(features, max(*eps_values, MAX_EPS), k1, k2, camids=camids)
@@ -55,7 +56,7 @@ def eps_table(
         {"eps": eps, **cluster_statistics(dbscan_labels(dist, eps, min_samples), pids)}
         for eps in sorted(eps_values)
     ]
-    return rows, {rule: choose_eps(dist, min_samples, rule=rule) for rule in RULES}
+    return rows, {rule: choose_eps(dist, min_samples, rule=rule) for rule in AUTO_EPS}
 
 
 def format_table(rows: list[dict], auto: dict[str, float]) -> str:

@@ -19,7 +19,8 @@ Method (Yin, Zhang, Xie, Ma, Guo; Pattern Recognition 126, 2022), as this projec
 
 ``train_step`` runs in replica context (one call per replica through ``strategy.run``);
 :meth:`MaskPre.finish_step` runs in cross-replica context with the gathered global batch.
-Inference (``call``) is the teacher's embedding: the teacher is what is evaluated and exported.
+Inference (``call``) is the teacher's embedding; which encoder a run evaluates and exports is
+the run's choice (``--deploy_network``, :mod:`maskpre_tf.training.train_lib`).
 """
 
 from __future__ import annotations
