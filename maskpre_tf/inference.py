@@ -28,6 +28,8 @@ import tensorflow as tf
 from maskpre_tf import __version__
 from maskpre_tf.data.images import MAX_IMAGE_PIXELS, decode_image, image_size_checks
 from maskpre_tf.errors import UserError
+from maskpre_tf.models.encoder import ReidEncoder
+from maskpre_tf.models.folding import FoldedEncoder
 from maskpre_tf.models.normalization import describe
 
 METADATA_FILE = "maskpre_metadata.json"
@@ -107,7 +109,9 @@ class ServingModule(tf.Module):
 
     Args:
       encoder: maps RGB pixels float32 [B, H, W, 3] in 0–255 to embeddings [B, D] (it
-        normalises them itself).
+        normalises them itself). A :class:`~maskpre_tf.models.encoder.ReidEncoder` is served
+        through its BatchNorm-folded copy (:mod:`maskpre_tf.models.folding`): the same
+        embeddings to float round-off, with the folded weights as the module's variables.
       height, width: model input size in pixels.
       metadata_json: the JSON text returned by ``metadata``.
       metadata_path: optional file with the same JSON, tracked as a SavedModel asset.
@@ -127,6 +131,8 @@ class ServingModule(tf.Module):
         # Serving's SavedModelBundle) would restore the checkpoint into the copy while the
         # signature functions read the uninitialised original ("Could not find variable").
         # The encoder itself is kept in a plain list, which tf.Module does not track.
+        if isinstance(encoder, ReidEncoder):  # serve with BatchNorm folded: ~1.5x on CPUs
+            encoder = FoldedEncoder(encoder, version=lambda: 0)
         self.encoder_variables = [getattr(v, "value", v) for v in encoder.weights]
         self._encoder = [encoder]
         self.height = int(height)

@@ -82,11 +82,11 @@ def run_features(
     With ``run_dir``: the run's ``--cluster_network``, from its latest checkpoint. With
     ``train_flagfile``: the untrained encoder of that training configuration.
     """
-    import tensorflow as tf
 
     from maskpre_tf import runs
     from maskpre_tf.data import datasets
     from maskpre_tf.evaluation.extract import extract_features
+    from maskpre_tf.models.folding import FoldedEncoder
 
     if run_dir:
         network = runs.read_config(run_dir).clustering.cluster_network
@@ -98,7 +98,7 @@ def run_features(
         cfg = config_from_argv([f"--flagfile={train_flagfile}"])
         encoder = build_encoder(cfg.model, (cfg.data.height, cfg.data.width, 3))
     data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)
-    embed = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
+    embed = FoldedEncoder(encoder, version=lambda: 0)  # BatchNorm folded, as in training
     features = extract_features(
         embed, [r.path for r in data.train], cfg.data.height, cfg.data.width
     )

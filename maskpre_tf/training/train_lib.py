@@ -28,9 +28,9 @@ from maskpre_tf.data.pipeline import make_eval_dataset, make_train_dataset
 from maskpre_tf.data.sampler import PKSampler
 from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation.extract import evaluate_model
+from maskpre_tf.models.folding import FoldedEncoder
 from maskpre_tf.models.maskpre import build_maskpre
 from maskpre_tf.models.optimizer import make_optimizer
-from maskpre_tf.models.replicated import spread_over_replicas
 from maskpre_tf.models.supervised import SupervisedReid
 from maskpre_tf.training import callbacks as cb
 from maskpre_tf.training.clustering_callback import ClusteringCallback
@@ -261,12 +261,12 @@ def train(cfg: TrainConfig) -> dict:
             "Raise --epochs to train on, or pass a new --output_dir"
         )
         return earlier
-    # Feature extraction (clustering, evaluation) splits each batch over the worker's devices.
+    # Feature extraction (clustering, evaluation) runs each network with its BatchNorms folded
+    # into its convolutions, re-folded after every training step that changed the weights, and
+    # splits each batch over the worker's devices.
     networks = {"teacher": model.teacher, "student": model.student}
-    embeds = {
-        name: spread_over_replicas(strategy, lambda x, net=net: net(x, training=False))
-        for name, net in networks.items()
-    }
+    steps = lambda: int(model.optimizer.iterations.numpy())  # noqa: E731
+    embeds = {name: FoldedEncoder(net, steps, strategy) for name, net in networks.items()}
     deployed = networks[run_cfg.deploy_network]
     embed = embeds[run_cfg.deploy_network]
     (other,) = set(networks) - {run_cfg.deploy_network}
@@ -279,6 +279,8 @@ def train(cfg: TrainConfig) -> dict:
             log(f"initial weights: mAP {init['mAP']:.1%}, Rank-1 {init['rank1']:.1%}")
             before["initial"] = init
         pretrain_on_source(cfg, model, strategy, is_chief, own_dir)
+        for folded in embeds.values():  # trained with the source model's own steps
+            folded.refresh(force=True)
 
     # Placeholder labels (one cluster per image); every epoch's clustering replaces them.
     camids = np.array([r.camid for r in data.train])

@@ -1,0 +1,123 @@
+"""Feature-extraction throughput: the encoder as trained against its BatchNorm-folded copy.
+
+Clustering embeds every training image each epoch and evaluation every query and gallery image;
+both run the encoder in inference mode, where each BatchNormalization is a per-channel affine
+map that :mod:`maskpre_tf.models.folding` folds into the convolution before it. In one process,
+on the same generated crops, timed in alternating rounds (best of ``--rounds``):
+
+(a) unfolded: ``encoder(x, training=False)`` in a ``tf.function`` (how extraction ran before);
+(b) folded: :class:`~maskpre_tf.models.folding.FoldedEncoder`, what training now extracts with.
+
+Both the forward pass alone (pixels already in memory) and ``extract_features`` from JPEG
+files (decoding included) are timed. Prints images/s, the speed-up (b)/(a) and the largest
+difference between the two embeddings (cosine distance). Random weights with randomised BN
+statistics; the cost does not depend on the values.
+
+    python benchmarks/extract_bench.py                        # MobileNetV2 at 128x64
+    python benchmarks/extract_bench.py --backbone=resnet50 --height=256 --width=128
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from maskpre_tf.evaluation.extract import extract_features  # noqa: E402
+from maskpre_tf.models.backbones import build_backbone  # noqa: E402
+from maskpre_tf.models.encoder import ReidEncoder  # noqa: E402
+from maskpre_tf.models.folding import FoldedEncoder  # noqa: E402
+
+
+def random_statistics(model: keras.Model, seed: int = 0) -> None:
+    """Non-trivial BN statistics and affine maps, so the folding has work to show."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.1, c))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
+
+
+def write_crops(folder: str, count: int, height: int, width: int) -> list[str]:
+    """``count`` random-noise JPEG crops of height x width; their paths."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(count):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        path = os.path.join(folder, f"{i:05d}.jpg")
+        tf.io.write_file(path, tf.io.encode_jpeg(pixels))
+        paths.append(path)
+    return paths
+
+
+def rate(fn, images: int) -> float:
+    """Images per second of one call of ``fn()``, which embeds ``images`` images."""
+    start = time.perf_counter()
+    fn()
+    return images / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backbone", default="mobilenet_v2")
+    parser.add_argument("--height", type=int, default=128)
+    parser.add_argument("--width", type=int, default=64)
+    parser.add_argument("--images", type=int, default=1024)
+    parser.add_argument("--batch_size", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    shape = (args.height, args.width, 3)
+    encoder = ReidEncoder(build_backbone(args.backbone, shape, weights="none"), "torch")
+    encoder(tf.zeros((1, *shape)))
+    random_statistics(encoder.backbone)
+    unfolded = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
+    folded = FoldedEncoder(encoder, lambda: 0)
+    pixels = np.random.default_rng(2).uniform(0, 255, (args.images, *shape)).astype(np.float32)
+    batches = [
+        tf.constant(pixels[i : i + args.batch_size]) for i in range(0, len(pixels), args.batch_size)
+    ]
+    gap = max(
+        float(np.max(1.0 - np.sum(unfolded(b).numpy() * folded(b).numpy(), axis=1)))
+        for b in batches[:2]
+    )
+    with tempfile.TemporaryDirectory() as folder:
+        paths = write_crops(folder, args.images, args.height, args.width)
+        runs = {}
+        for name, embed in (("unfolded", unfolded), ("folded", folded)):
+            runs[name] = (
+                lambda e=embed: [e(b).numpy() for b in batches],
+                lambda e=embed: extract_features(
+                    e, paths, args.height, args.width, args.batch_size
+                ),
+            )
+            for fn in runs[name]:
+                fn()  # trace and warm up
+        timings = {name: [0.0, 0.0] for name in runs}
+        for _ in range(args.rounds):  # alternate, so drift on a shared machine hits both
+            for name, (forward, files) in runs.items():
+                timings[name][0] = max(timings[name][0], rate(forward, len(pixels)))
+                timings[name][1] = max(timings[name][1], rate(files, len(paths)))
+    print(
+        f"{args.backbone} at {args.height}x{args.width}, batch {args.batch_size}, "
+        f"{args.images} images, best of {args.rounds} alternating rounds"
+    )
+    print(f"{'':10s} {'forward img/s':>14s} {'from JPEG img/s':>16s}")
+    for name, (forward, files) in timings.items():
+        print(f"{name:10s} {forward:14.0f} {files:16.0f}")
+    (f_u, j_u), (f_f, j_f) = timings["unfolded"], timings["folded"]
+    print(f"folded / unfolded: forward {f_f / f_u:.2f}x, from JPEG {j_f / j_u:.2f}x")
+    print(f"largest cosine distance between the two embeddings: {gap:.2e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,134 @@
+"""BatchNorm folding: the folded trunk computes the same map; the inference copy re-folds."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from maskpre_tf.models.backbones import build_backbone  # noqa: E402
+from maskpre_tf.models.encoder import ReidEncoder  # noqa: E402
+from maskpre_tf.models.folding import (  # noqa: E402
+    FoldedBatchNorm,
+    FoldedEncoder,
+    fold_batchnorm,
+    foldable_pairs,
+)
+
+SHAPE = (64, 32, 3)
+
+
+def randomise_batchnorms(model: keras.Model, seed: int) -> None:
+    """Give every BatchNormalization statistics and an affine map far from the identity."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            c = layer.moving_mean.shape[0]
+            layer.moving_mean.assign(rng.normal(0, 0.5, c))
+            layer.moving_variance.assign(rng.uniform(0.2, 3.0, c))
+            if layer.scale:
+                layer.gamma.assign(rng.uniform(0.5, 1.5, c))
+            if layer.center:
+                layer.beta.assign(rng.normal(0, 0.3, c))
+
+
+@pytest.mark.parametrize(
+    "name, layout",
+    [("resnet_small", "keras"), ("mobilenet_v2", "keras"), ("mobilenet_v2", "torch")],
+)
+def test_the_folded_trunk_computes_the_same_map_without_batchnorm(name, layout):
+    trunk = build_backbone(name, SHAPE, weights="none", layout=layout)
+    randomise_batchnorms(trunk, seed=1)
+    folded, pairs = fold_batchnorm(trunk)
+    batchnorms = [la for la in trunk.layers if isinstance(la, keras.layers.BatchNormalization)]
+    assert len(pairs) == len(batchnorms) > 0  # every BN of the shipped trunks folds
+    assert not any(isinstance(la, keras.layers.BatchNormalization) for la in folded.layers)
+    assert sum(isinstance(la, FoldedBatchNorm) for la in folded.layers) == len(batchnorms)
+    x = np.random.default_rng(0).normal(size=(3, *SHAPE)).astype(np.float32)
+    want = trunk(x, training=False).numpy()
+    got = folded(x, training=False).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())
+
+
+def test_a_batchnorm_whose_convolution_feeds_another_layer_is_left_alone():
+    inputs = keras.Input(SHAPE)
+    conv = keras.layers.Conv2D(4, 3, name="shared_conv")(inputs)
+    normed = keras.layers.BatchNormalization(name="bn")(conv)
+    model = keras.Model(inputs, keras.layers.Add()([normed, conv]))  # conv also feeds Add
+    randomise_batchnorms(model, seed=2)
+    assert foldable_pairs(model) == {}
+    folded, _ = fold_batchnorm(model)
+    assert isinstance(folded.get_layer("bn"), keras.layers.BatchNormalization)
+    x = np.random.default_rng(3).normal(size=(2, *SHAPE)).astype(np.float32)
+    np.testing.assert_allclose(folded(x).numpy(), model(x).numpy(), rtol=1e-6, atol=1e-6)
+
+
+def test_the_folded_encoder_refolds_only_when_the_version_changes():
+    encoder = ReidEncoder(build_backbone("resnet_small", SHAPE, weights="none"), "torch")
+    encoder(tf.zeros((1, *SHAPE)))
+    randomise_batchnorms(encoder.backbone, seed=4)
+    version = [0]
+    folded = FoldedEncoder(encoder, lambda: version[0])
+    pixels = tf.constant(np.random.default_rng(5).uniform(0, 255, (5, *SHAPE)), tf.float32)
+    before = encoder(pixels, training=False).numpy()
+    np.testing.assert_allclose(folded(pixels).numpy(), before, atol=1e-5)
+
+    randomise_batchnorms(encoder.backbone, seed=6)  # "a training step" changed the weights
+    kernel = encoder.backbone.get_layer("stem_conv").kernel
+    kernel.assign(kernel * 1.5)
+    after = encoder(pixels, training=False).numpy()
+    assert np.abs(after - before).max() > 1e-2
+    np.testing.assert_allclose(folded(pixels).numpy(), before, atol=1e-5)  # same version: stale
+    version[0] = 1
+    np.testing.assert_allclose(folded(pixels).numpy(), after, atol=1e-5)
+    randomise_batchnorms(encoder.backbone, seed=7)
+    folded.refresh(force=True)
+    np.testing.assert_allclose(
+        folded(pixels).numpy(), encoder(pixels, training=False).numpy(), atol=1e-5
+    )
+
+
+@pytest.mark.slow
+def test_the_folded_encoder_under_two_replicas_equals_the_encoder(tmp_path):
+    # Two logical CPUs must be configured before TensorFlow starts, hence a fresh process.
+    script = textwrap.dedent(
+        """
+        import numpy as np, tensorflow as tf
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        from maskpre_tf.models.backbones import build_backbone
+        from maskpre_tf.models.encoder import ReidEncoder
+        from maskpre_tf.models.folding import FoldedEncoder
+        strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+        with strategy.scope():
+            encoder = ReidEncoder(build_backbone("resnet_small", (64, 32, 3)), "torch")
+            encoder(tf.zeros((1, 64, 32, 3)))
+        version = [0]
+        folded = FoldedEncoder(encoder, lambda: version[0], strategy)
+        assert all("Mirrored" in type(v.value).__name__ for v in folded.backbone.weights)
+        x = tf.constant(np.random.default_rng(0).uniform(0, 255, (5, 64, 32, 3)), tf.float32)
+        for step in range(2):
+            for layer in encoder.backbone.layers:  # new statistics, as training would give
+                if hasattr(layer, "moving_variance"):
+                    layer.moving_variance.assign(layer.moving_variance * 1.7)
+                    layer.moving_mean.assign(layer.moving_mean + 0.1)
+            version[0] += 1
+            want = encoder(x, training=False).numpy()
+            np.testing.assert_allclose(folded(x).numpy(), want, atol=1e-5)
+        print("OK")
+        """
+    )
+    path = tmp_path / "folded_replicas.py"
+    path.write_text(script)
+    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
