@@ -27,25 +27,16 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from batchnorm_stats import randomise_batchnorms  # noqa: E402
 
 from maskpre_tf.evaluation.extract import extract_features  # noqa: E402
 from maskpre_tf.models.backbones import build_backbone  # noqa: E402
 from maskpre_tf.models.encoder import ReidEncoder  # noqa: E402
 from maskpre_tf.models.folding import FoldedEncoder  # noqa: E402
-
-
-def random_statistics(model: keras.Model, seed: int = 0) -> None:
-    """Non-trivial BN statistics and affine maps, so the folding has work to show."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.1, c))
-            layer.moving_variance.assign(rng.uniform(0.5, 2.0, c))
 
 
 def write_crops(folder: str, count: int, height: int, width: int) -> list[str]:
@@ -79,7 +70,7 @@ def main() -> None:
     shape = (args.height, args.width, 3)
     encoder = ReidEncoder(build_backbone(args.backbone, shape, weights="none"), "torch")
     encoder(tf.zeros((1, *shape)))
-    random_statistics(encoder.backbone)
+    randomise_batchnorms(encoder.backbone, seed=0)
     unfolded = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
     folded = FoldedEncoder(encoder, lambda: 0)
     pixels = np.random.default_rng(2).uniform(0, 255, (args.images, *shape)).astype(np.float32)

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import textwrap
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -13,6 +10,8 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from batchnorm_stats import randomise_batchnorms  # noqa: E402
+from two_cpus import run_on_two_cpus  # noqa: E402
 
 from maskpre_tf.models.backbones import build_backbone  # noqa: E402
 from maskpre_tf.models.encoder import ReidEncoder  # noqa: E402
@@ -24,20 +23,6 @@ from maskpre_tf.models.folding import (  # noqa: E402
 )
 
 SHAPE = (64, 32, 3)
-
-
-def randomise_batchnorms(model: keras.Model, seed: int) -> None:
-    """Give every BatchNormalization statistics and an affine map far from the identity."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            c = layer.moving_mean.shape[0]
-            layer.moving_mean.assign(rng.normal(0, 0.5, c))
-            layer.moving_variance.assign(rng.uniform(0.2, 3.0, c))
-            if layer.scale:
-                layer.gamma.assign(rng.uniform(0.5, 1.5, c))
-            if layer.center:
-                layer.beta.assign(rng.normal(0, 0.3, c))
 
 
 @pytest.mark.parametrize(
@@ -99,13 +84,10 @@ def test_the_folded_encoder_refolds_only_when_the_version_changes():
 
 @pytest.mark.slow
 def test_the_folded_encoder_under_two_replicas_equals_the_encoder(tmp_path):
-    # Two logical CPUs must be configured before TensorFlow starts, hence a fresh process.
-    script = textwrap.dedent(
+    run_on_two_cpus(
+        tmp_path,
+        "folded_replicas",
         """
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from maskpre_tf.models.backbones import build_backbone
         from maskpre_tf.models.encoder import ReidEncoder
         from maskpre_tf.models.folding import FoldedEncoder
@@ -126,9 +108,5 @@ def test_the_folded_encoder_under_two_replicas_equals_the_encoder(tmp_path):
             want = encoder(x, training=False).numpy()
             np.testing.assert_allclose(folded(x).numpy(), want, atol=1e-5)
         print("OK")
-        """
+        """,
     )
-    path = tmp_path / "folded_replicas.py"
-    path.write_text(script)
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]

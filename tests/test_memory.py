@@ -11,19 +11,14 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import math  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import textwrap  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from memory_reference import normalize, step, unit  # noqa: E402
+from two_cpus import run_on_two_cpus  # noqa: E402
 
 from maskpre_tf.models.memory import UPDATES, ClusterMemory, momentum_step, update_rows  # noqa: E402
-
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
 
 
 def _table(rows) -> tf.Variable:
@@ -204,14 +199,11 @@ def test_unknown_update_mode_is_rejected():
 
 @pytest.mark.slow
 def test_update_rows_keeps_mirrored_copies_identical(tmp_path):
-    # Two logical CPUs must be configured before TensorFlow starts, hence a fresh process (~6 s).
-    # The script is a file: AutoGraph reads the source of the functions it converts.
-    script = textwrap.dedent(
+    # A fresh process with two logical CPUs (~6 s).
+    line = run_on_two_cpus(
+        tmp_path,
+        "mirrored_update",
         """
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         from maskpre_tf.models.memory import UPDATES, update_rows
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
         rng = np.random.default_rng(0)
@@ -234,20 +226,9 @@ def test_update_rows_keeps_mirrored_copies_identical(tmp_path):
                 np.testing.assert_allclose(copies[0], plain.numpy(), rtol=1e-6, atol=1e-6)
                 assert np.abs(copies[0] - init).max() > 1e-3
         print("OK", strategy.num_replicas_in_sync)
-        """
+        """,
     )
-    path = tmp_path / "mirrored_update.py"
-    path.write_text(script)
-    result = subprocess.run(
-        [sys.executable, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        env={**os.environ, "PYTHONPATH": REPO_ROOT, "TF_CPP_MIN_LOG_LEVEL": "2"},
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "OK 2" in result.stdout
+    assert line == "OK 2"
 
 
 # ------------------------------------------------------------------------------------ ClusterMemory

@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import textwrap
-
 import pytest
+from two_cpus import run_on_two_cpus
 
 
 @pytest.mark.slow
 def test_spread_over_two_replicas_equals_one_device(tmp_path):
-    # Two logical CPUs must be configured before TensorFlow starts, hence a fresh process.
-    script = textwrap.dedent(
+    run_on_two_cpus(
+        tmp_path,
+        "spread",
         """
-        import numpy as np, tensorflow as tf
-        cpu = tf.config.list_physical_devices("CPU")[0]
-        tf.config.set_logical_device_configuration(
-            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
         import keras
         from maskpre_tf.models.replicated import spread_over_replicas
         strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
@@ -42,9 +36,5 @@ def test_spread_over_two_replicas_equals_one_device(tmp_path):
         single = spread_over_replicas(tf.distribute.get_strategy(), embed)
         np.testing.assert_allclose(single(tf.constant(x)).numpy(), model(x).numpy(), rtol=1e-6)
         print("OK")
-        """
+        """,
     )
-    path = tmp_path / "spread.py"
-    path.write_text(script)
-    proc = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]
