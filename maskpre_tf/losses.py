@@ -34,26 +34,35 @@ def cluster_contrast_loss(logits: tf.Tensor, labels: tf.Tensor) -> tf.Tensor:
     return tf.where(valid, loss, 0.0)
 
 
-def mask_prediction_loss(pred: tf.Tensor, target: tf.Tensor, keep_mask: tf.Tensor) -> tf.Tensor:
-    """Per-sample mean of (1 - cosine(pred, target)) over the dropped positions.
+def mask_prediction_loss(
+    pred: tf.Tensor, target: tf.Tensor, sample: tf.Tensor, num_samples: tf.Tensor | int
+) -> tf.Tensor:
+    """Per-sample mean of (1 - cosine(pred, target)) over its dropped cells.
 
     Cosine is taken along channels; the target gets no gradient (teacher side). A sample with no
-    dropped position has loss 0.
+    dropped cell has loss 0.
 
     Args:
-      pred: float [B, H, W, C], the head's prediction. target: float [B, H, W, C].
-      keep_mask: float [B, H, W, 1], 1 = kept, 0 = dropped.
+      pred: float [M, C], the head's prediction at the M dropped cells of the batch.
+      target: float [M, C], the teacher's map at the same cells.
+      sample: int [M], the sample (row of the batch) of each cell.
+      num_samples: B, the batch size.
 
     Returns:
       float32 [B], each in [0, 2].
     """
     pred = tf.math.l2_normalize(tf.cast(pred, tf.float32), axis=-1)
     target = tf.math.l2_normalize(tf.stop_gradient(tf.cast(target, tf.float32)), axis=-1)
-    dropped = 1.0 - tf.cast(keep_mask[..., 0], tf.float32)
     distance = 1.0 - tf.reduce_sum(pred * target, axis=-1)
-    total = tf.reduce_sum(distance * dropped, axis=[1, 2])
-    count = tf.reduce_sum(dropped, axis=[1, 2])
+    sample = tf.cast(sample, tf.int32)
+    total = tf.math.unsorted_segment_sum(distance, sample, num_samples)
+    count = tf.math.unsorted_segment_sum(tf.ones_like(distance), sample, num_samples)
     return tf.math.divide_no_nan(total, count)
+
+
+def dropped_cells(keep_mask: tf.Tensor) -> tf.Tensor:
+    """int64 [M, 3] (sample, row, column) of the dropped cells of a keep map [B, H, W, 1]."""
+    return tf.where(keep_mask[..., 0] < 0.5)
 
 
 def cross_view_consistency_loss(student_logits: tf.Tensor, teacher_logits: tf.Tensor) -> tf.Tensor:
@@ -142,6 +151,7 @@ __all__ = [
     "cluster_contrast_loss",
     "cross_entropy_label_smoothing",
     "cross_view_consistency_loss",
+    "dropped_cells",
     "mask_prediction_loss",
     "pairwise_euclidean_distance",
 ]

@@ -110,3 +110,22 @@ def test_the_folded_encoder_under_two_replicas_equals_the_encoder(tmp_path):
         print("OK")
         """,
     )
+
+
+def test_the_teacher_map_of_a_training_step_follows_the_teacher_without_refolding():
+    from maskpre_tf.config import TrainConfig
+    from maskpre_tf.models.maskpre import build_maskpre
+
+    cfg = TrainConfig().replace(
+        backbone="resnet_small", backbone_weights="none", height=64, width=32, batch_size=4
+    )
+    model = build_maskpre(cfg, num_train=8, num_replicas=1, ramp_steps=0)
+    teacher_map = tf.function(model.teacher_map)  # as inside the compiled training step
+    pixels = tf.constant(np.random.default_rng(8).uniform(0, 255, (3, *SHAPE)), tf.float32)
+    for seed in (9, 10):  # the teacher moves between steps (EMA); nothing is re-folded
+        randomise_batchnorms(model.teacher.backbone, seed=seed)
+        kernel = model.teacher.backbone.get_layer("stem_conv").kernel
+        kernel.assign(kernel * 1.3)
+        want = model.teacher.feature_map(pixels, training=False).numpy()
+        got = teacher_map(pixels).numpy()
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4 * np.abs(want).max())

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from maskpre_tf.models.heads import MaskPredictionHead, default_hidden_channels  # noqa: E402
@@ -42,3 +43,14 @@ def test_mask_prediction_head_is_trainable_towards_a_target():
         optimizer.apply_gradients(zip(grads, head.trainable_weights, strict=True))
         errors.append(float(loss))
     assert errors[-1] < 0.8 * errors[0]
+
+
+def test_predicting_chosen_cells_equals_the_full_prediction_there():
+    head = MaskPredictionHead(12, hidden=6)
+    x = tf.random.stateless_normal([2, 4, 3, 12], seed=[3, 4])
+    full = head(x, training=False).numpy()
+    cells = tf.constant([[0, 0, 0], [1, 3, 2], [1, 1, 0]], tf.int64)
+    got = head.predict_cells(head.context_features(head.reduce(x), training=False), cells)
+    want = np.stack([full[0, 0, 0], full[1, 3, 2], full[1, 1, 0]])
+    np.testing.assert_allclose(got.numpy(), want, rtol=1e-5, atol=1e-5)
+    assert head.predict_cells(head.context_features(head.reduce(x)), cells[:0]).shape == (0, 12)

@@ -16,6 +16,7 @@ from maskpre_tf.losses import (  # noqa: E402
     cluster_contrast_loss,
     cross_entropy_label_smoothing,
     cross_view_consistency_loss,
+    dropped_cells,
     mask_prediction_loss,
     pairwise_euclidean_distance,
 )
@@ -76,11 +77,24 @@ def _keep(pattern) -> tf.Tensor:
     return tf.constant(pattern, tf.float32)[..., None]
 
 
+def dense_loss(pred, target, keep) -> tf.Tensor:
+    """The loss of whole maps [B, H, W, C] under a keep map, through the dropped cells."""
+    cells = dropped_cells(keep)
+    return mask_prediction_loss(
+        tf.gather_nd(pred, cells), tf.gather_nd(target, cells), cells[:, 0], keep.shape[0]
+    )
+
+
+def test_dropped_cells_lists_sample_row_column_of_every_zero():
+    keep = _keep([[[1.0, 0.0], [1.0, 1.0]], [[0.0, 0.0], [1.0, 1.0]]])
+    np.testing.assert_array_equal(dropped_cells(keep).numpy(), [[0, 0, 1], [1, 0, 0], [1, 0, 1]])
+
+
 def test_mask_prediction_loss_hand_values():
     # one sample, a 1x3 map with 2 channels; positions 0 and 2 dropped, position 1 kept
     pred = tf.constant([[[[1.0, 0.0], [5.0, 5.0], [2.0, 0.0]]]])
     target = tf.constant([[[[0.0, 3.0], [-1.0, 0.0], [-1.0, 0.0]]]])
-    loss = mask_prediction_loss(pred, target, _keep([[[0.0, 1.0, 0.0]]]))
+    loss = dense_loss(pred, target, _keep([[[0.0, 1.0, 0.0]]]))
     # cosines at the dropped positions: 0 and -1 -> mean(1 - 0, 1 + 1) = 1.5
     np.testing.assert_allclose(loss.numpy(), [1.5], rtol=1e-6)
 
@@ -89,10 +103,10 @@ def test_mask_prediction_loss_zero_for_identical_and_for_nothing_dropped():
     x = tf.random.stateless_normal([2, 4, 3, 5], seed=[1, 2])
     other = tf.random.stateless_normal([2, 4, 3, 5], seed=[3, 4])
     some_dropped = _keep(np.tile([[1.0, 0.0, 0.0]], (2, 4, 1)))
-    np.testing.assert_allclose(mask_prediction_loss(x, x, some_dropped).numpy(), 0.0, atol=1e-6)
+    np.testing.assert_allclose(dense_loss(x, x, some_dropped).numpy(), 0.0, atol=1e-6)
     nothing_dropped = tf.ones([2, 4, 3, 1])
-    np.testing.assert_array_equal(mask_prediction_loss(x, other, nothing_dropped).numpy(), [0, 0])
-    assert float(tf.reduce_min(mask_prediction_loss(x, other, some_dropped))) > 0.1
+    np.testing.assert_array_equal(dense_loss(x, other, nothing_dropped).numpy(), [0, 0])
+    assert float(tf.reduce_min(dense_loss(x, other, some_dropped))) > 0.1
 
 
 def test_mask_prediction_loss_stops_gradient_at_target():
@@ -100,7 +114,7 @@ def test_mask_prediction_loss_stops_gradient_at_target():
     target = tf.Variable(tf.random.stateless_normal([1, 2, 2, 3], seed=[7, 8]))
     keep = _keep([[[0.0, 1.0], [1.0, 1.0]]])
     with tf.GradientTape() as tape:
-        loss = tf.reduce_sum(mask_prediction_loss(pred, target, keep))
+        loss = tf.reduce_sum(dense_loss(pred, target, keep))
     grad_pred, grad_target = tape.gradient(loss, [pred, target])
     assert grad_target is None
     grad_pred = grad_pred.numpy()

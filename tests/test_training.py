@@ -212,3 +212,32 @@ def test_two_replica_step_matches_one_replica_step(variant):
     assert report["memory_diff"] < 1e-4
     # Teacher, BN statistics and memory tables are identical on both replicas.
     assert report["replica_spread"] == 0.0
+
+
+def test_the_mask_loss_equals_the_dense_head_on_each_masked_view(model):
+    # The step shares one 1x1 reduction between the views and predicts only dropped cells;
+    # the loss must equal the head run on each whole masked map, read at its dropped cells.
+    from maskpre_tf import losses
+
+    batch = _batch(3)
+    model.reset_memories(np.eye(4, 256, dtype=np.float32), np.arange(4))
+    images = tf.constant(batch["image"])
+    got, _ = model.compute_losses(
+        images, batch["label"], batch["index"], batch["key"], training=True
+    )
+    teacher_map = model.teacher.feature_map(images, training=False)
+    front = model.masking_map(images, training=True)
+    dense = []
+    for view in (0, 1):
+        masked, keep = model.dropblock(
+            front, model.view_keys(batch["key"], view), model.drop_rate(), training=True
+        )
+        assert 0 < float(tf.reduce_mean(1.0 - keep)) < 1  # some cells dropped, some kept
+        predicted = model.mask_head(masked, training=True)
+        cells = losses.dropped_cells(keep)
+        per_sample = losses.mask_prediction_loss(
+            tf.gather_nd(predicted, cells), tf.gather_nd(teacher_map, cells), cells[:, 0], 8
+        )
+        dense.append(float(tf.reduce_sum(per_sample)) / 8)
+    np.testing.assert_allclose(float(got["mask_loss"]), np.mean(dense), rtol=1e-4)
+    assert float(got["mask_loss"]) > 0

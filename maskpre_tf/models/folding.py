@@ -19,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.models.normalization import normalize_pixels
@@ -67,25 +66,29 @@ def foldable_pairs(model: keras.Model) -> dict[str, str]:
 
 def folded_kernel_and_bias(
     conv: keras.layers.Layer, bn: keras.layers.BatchNormalization
-) -> tuple[np.ndarray, np.ndarray]:
-    """The kernel and bias of ``conv`` with ``bn``'s inference map folded in.
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The kernel and bias of ``conv`` with ``bn``'s inference map folded in (current values).
 
     Conv2D kernels are [kh, kw, C_in / groups, C_out]; DepthwiseConv2D kernels are
-    [kh, kw, C_in, multiplier], output channel ``c * multiplier + m``. Returns float32 arrays
-    of the kernel's shape and [C_out].
+    [kh, kw, C_in, multiplier], output channel ``c * multiplier + m``. Returns float32 tensors
+    of the kernel's shape and [C_out]. Graph-safe: reads the variables where it runs (each
+    replica its own copy).
     """
-    kernel = np.asarray(conv.kernel.numpy(), np.float64)
-    channels = bn.moving_mean.shape[0]
-    gamma = bn.gamma.numpy() if bn.scale else np.ones(channels)
-    beta = bn.beta.numpy() if bn.center else np.zeros(channels)
-    scale = gamma / np.sqrt(bn.moving_variance.numpy().astype(np.float64) + bn.epsilon)
-    bias = conv.bias.numpy() if conv.use_bias else np.zeros(channels)
+    kernel = tf.convert_to_tensor(conv.kernel, tf.float32)
+    mean = tf.convert_to_tensor(bn.moving_mean, tf.float32)
+    var = tf.convert_to_tensor(bn.moving_variance, tf.float32)
+    scale = tf.math.rsqrt(var + bn.epsilon)
+    if bn.scale:
+        scale *= tf.convert_to_tensor(bn.gamma, tf.float32)
+    bias = tf.convert_to_tensor(conv.bias, tf.float32) if conv.use_bias else tf.zeros_like(mean)
     if isinstance(conv, keras.layers.DepthwiseConv2D):
-        kernel = kernel * scale.reshape(1, 1, kernel.shape[2], kernel.shape[3])
+        kernel = kernel * tf.reshape(scale, [1, 1, kernel.shape[2], kernel.shape[3]])
     else:
         kernel = kernel * scale
-    folded_bias = (bias - bn.moving_mean.numpy()) * scale + beta
-    return kernel.astype(np.float32), folded_bias.astype(np.float32)
+    folded_bias = (bias - mean) * scale
+    if bn.center:
+        folded_bias += tf.convert_to_tensor(bn.beta, tf.float32)
+    return kernel, folded_bias
 
 
 def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, dict[str, str]]:
@@ -110,21 +113,49 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, dict[str, str]]:
     return folded, pairs
 
 
-def refresh_folded(folded: keras.Model, model: keras.Model, pairs: dict[str, str]) -> None:
-    """Set the weights of ``folded`` (from :func:`fold_batchnorm`) from ``model``'s current ones."""
+def folded_state(
+    folded: keras.Model, model: keras.Model, pairs: dict[str, str]
+) -> list[tuple[keras.Variable, tf.Tensor]]:
+    """(variable of ``folded``, its value from ``model``'s current weights) for every weight.
+
+    ``folded`` and ``pairs`` come from :func:`fold_batchnorm` of ``model``. Assigning the values
+    is :func:`refresh_folded`; passing the list as a ``keras.StatelessScope`` state mapping runs
+    ``folded`` on ``model``'s current weights with nothing assigned (inside a training step).
+    """
     folded_into = {conv: bn for bn, conv in pairs.items()}
+    state = []
     for layer in model.layers:
         if layer.name in pairs or not layer.weights:
             continue
         target = folded.get_layer(layer.name)
         if layer.name in folded_into:
-            bn = model.get_layer(folded_into[layer.name])
-            kernel, bias = folded_kernel_and_bias(layer, bn)
-            target.kernel.assign(kernel)
-            target.bias.assign(bias)
+            kernel, bias = folded_kernel_and_bias(layer, model.get_layer(folded_into[layer.name]))
+            state += [(target.kernel, kernel), (target.bias, bias)]
         else:
-            for mine, theirs in zip(target.weights, layer.weights, strict=True):
-                mine.assign(theirs.value)
+            state += [
+                (mine, tf.convert_to_tensor(theirs))
+                for mine, theirs in zip(target.weights, layer.weights, strict=True)
+            ]
+    return state
+
+
+def refresh_folded(folded: keras.Model, model: keras.Model, pairs: dict[str, str]) -> None:
+    """Set the weights of ``folded`` (from :func:`fold_batchnorm`) from ``model``'s current ones."""
+    for variable, value in folded_state(folded, model, pairs):
+        variable.assign(tf.cast(value, variable.dtype))
+
+
+def run_folded(
+    folded: keras.Model, model: keras.Model, pairs: dict[str, str], inputs: tf.Tensor
+) -> tf.Tensor:
+    """``folded(inputs, training=False)`` on ``model``'s current weights, assigning nothing.
+
+    Equals ``model(inputs, training=False)`` to float round-off; the fold costs one elementwise
+    pass over the kernels, so it pays when the forward pass is the larger cost (the EMA
+    teacher's pass in every training step). Graph- and replica-context-safe.
+    """
+    with keras.StatelessScope(state_mapping=folded_state(folded, model, pairs)):
+        return folded(inputs, training=False)
 
 
 class FoldedEncoder:

@@ -24,8 +24,10 @@ class MaskPredictionHead(keras.layers.Layer):
     1x1 conv to ``hidden`` channels -> BN -> ReLU -> 3x3 conv (``hidden``) -> BN -> ReLU -> 1x1
     conv back to ``channels``. The 3x3 lets a dropped cell borrow context from its neighbours;
     running it at the bottleneck width keeps the head cheap (C = 1280, hidden 160: 0.64 M
-    multiply-adds per cell, against 4.1 M for a 3x3 on the full width into C // 4). BatchNorm is
-    synchronised so its statistics match across replicas (identical on one replica).
+    multiply-adds per cell, against 4.1 M for a 3x3 on the full width into C // 4). In training
+    the two views share the first 1x1 (:meth:`context_features`) and the last 1x1 runs only at
+    the dropped cells (:meth:`predict_cells`). BatchNorm is synchronised so its statistics match
+    across replicas (identical on one replica).
 
     Args:
       channels: C, the feature channels in and out.
@@ -59,9 +61,32 @@ class MaskPredictionHead(keras.layers.Layer):
         self.expand.build(hidden_shape)
 
     def call(self, x, training=None):
-        h = tf.nn.relu(self.reduce_norm(self.reduce(x), training=training))
-        h = tf.nn.relu(self.context_norm(self.context(h), training=training))
-        return self.expand(h)
+        """[B, H, W, C] → the prediction at every cell [B, H, W, C]."""
+        return self.expand(self.context_features(self.reduce(x), training=training))
+
+    def context_features(self, reduced, training=None):
+        """The bottleneck after its 3x3: ``reduce(x)`` [B, H, W, hidden] → [B, H, W, hidden].
+
+        ``reduce`` is a 1x1 convolution without bias, so for a per-cell mask ``m`` (DropBlock's
+        keep map times its rescaling) ``reduce(x * m) == reduce(x) * m``: the two views of one
+        map share one ``reduce``.
+        """
+        h = tf.nn.relu(self.reduce_norm(reduced, training=training))
+        return tf.nn.relu(self.context_norm(self.context(h), training=training))
+
+    def predict_cells(self, features, cells):
+        """The prediction at chosen cells only: ``expand`` of [B, H, W, hidden] at ``cells``.
+
+        Args:
+          features: [B, H, W, hidden] from :meth:`context_features`.
+          cells: int [M, 3] (sample, row, column) of the cells to predict.
+        Returns:
+          [M, C], equal to ``call``'s output at those cells; the 1x1 ``expand`` runs on M
+          cells instead of B * H * W (the mask loss reads only the dropped ones).
+        """
+        picked = tf.gather_nd(features, cells)
+        kernel = tf.cast(self.expand.kernel[0, 0], picked.dtype)  # [hidden, C]
+        return tf.matmul(picked, kernel) + tf.cast(self.expand.bias, picked.dtype)
 
     def compute_output_shape(self, input_shape):
         return (*tuple(input_shape[:-1]), self.channels)

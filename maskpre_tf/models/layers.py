@@ -201,6 +201,17 @@ def dropblock_keep_mask(
     return 1.0 - dropped
 
 
+def apply_keep(x: tf.Tensor, keep: tf.Tensor) -> tf.Tensor:
+    """DropBlock's masking: x [B, H, W, C] * keep [B, H, W, 1] * (H * W / kept count), per sample.
+
+    A sample whose cells are all dropped becomes 0. Per cell and per sample, so it commutes with
+    any per-cell linear map without bias (a 1x1 convolution).
+    """
+    kept = tf.reduce_sum(keep, axis=[1, 2, 3], keepdims=True)
+    area = tf.cast(tf.shape(keep)[1] * tf.shape(keep)[2], tf.float32)
+    return x * tf.cast(keep * (area / tf.maximum(kept, 1.0)), x.dtype)
+
+
 @keras.saving.register_keras_serializable(package="maskpre_tf")
 class GeMPooling(keras.layers.Layer):
     """Generalized-mean pooling (Radenović, Tolias, Chum, TPAMI 2018).
@@ -298,11 +309,7 @@ class DropBlock(keras.layers.Layer):
         keep = dropblock_keep_mask(
             keys, rate, height, width, block, calibrated=self.calibrated, seed=self.seed
         )
-        kept = tf.reduce_sum(keep, axis=[1, 2, 3], keepdims=True)
-        area = tf.cast(height * width, tf.float32)
-        scale = area / tf.maximum(kept, 1.0)
-        y = x * tf.cast(keep * scale, x.dtype)
-        return y, keep
+        return apply_keep(x, keep), keep
 
     def compute_output_shape(self, x_shape, keys_shape=None, rate_shape=None):
         return tuple(x_shape), (*tuple(x_shape[:3]), 1)
@@ -318,6 +325,7 @@ class DropBlock(keras.layers.Layer):
 __all__ = [
     "DropBlock",
     "GeMPooling",
+    "apply_keep",
     "block_coverage_counts",
     "calibrated_gamma",
     "dropblock_keep_mask",

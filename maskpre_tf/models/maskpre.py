@@ -4,7 +4,8 @@ Method (Yin, Zhang, Xie, Ma, Guo; Pattern Recognition 126, 2022), as this projec
 
 1. The online backbone maps an image to a region-level map ``F`` [B, h, w, C] (or, with the
    inner masking stage, the map before its last stage); the EMA teacher maps the same
-   (unmasked) image to its final map ``T`` (no gradient).
+   (unmasked) image to its final map ``T`` (no gradient; BatchNorm folded into its
+   convolutions, which is exact in inference mode and cheaper).
 2. A dynamic DropBlock masks ``F`` twice with different per-draw keys: views ``F1``, ``F2``
    (the inner stage then runs the last stage on each view, which must infer the holes).
 3. The clustering head: each view is pooled (GeM + BN neck + L2) and contrasted with the
@@ -33,8 +34,9 @@ from maskpre_tf import losses
 from maskpre_tf.config import MaskPreConfig, TrainConfig
 from maskpre_tf.models.backbones import INNER_STAGE, split_backbone
 from maskpre_tf.models.encoder import ReidEncoder, build_encoder
+from maskpre_tf.models.folding import fold_batchnorm, run_folded
 from maskpre_tf.models.heads import MaskPredictionHead
-from maskpre_tf.models.layers import DropBlock, linear_drop_rate
+from maskpre_tf.models.layers import DropBlock, apply_keep, linear_drop_rate
 from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
 from maskpre_tf.models.normalization import normalize_pixels
 from maskpre_tf.models.optimizer import apply_gradients_with_l2, make_optimizer
@@ -87,6 +89,9 @@ class MaskPre(keras.Model):
         # The student's backbone split at the masking stage: layers shared, not tracked twice.
         parts = split_backbone(student.backbone, mask_layer) if mask_layer else None
         object.__setattr__(self, "_student_parts", parts)
+        # The teacher's trunk with BatchNorm folded, run on the teacher's current weights
+        # (never assigned, so never stale and not checkpointed).
+        object.__setattr__(self, "_teacher_folded", fold_batchnorm(teacher.backbone))
         self.trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "cluster_loss", "mask_loss", "consistency_loss")
@@ -143,6 +148,16 @@ class MaskPre(keras.Model):
             return self.student.backbone(x, training=training)
         return self._student_parts[0](x, training=training)
 
+    def teacher_map(self, images: tf.Tensor) -> tf.Tensor:
+        """The teacher's final map [b, h, w, C] of RGB pixels in 0–255 (inference mode).
+
+        Equals ``teacher.feature_map(images)`` to float round-off; computed by the folded trunk
+        on the teacher's current weights (:func:`~maskpre_tf.models.folding.run_folded`).
+        """
+        folded, pairs = self._teacher_folded
+        x = normalize_pixels(images, self.teacher.input_norm)
+        return run_folded(folded, self.teacher.backbone, pairs, x)
+
     def finish_map(self, masked: tf.Tensor, training: bool) -> tf.Tensor:
         """The rest of the student's backbone after the masking stage: → [b, h, w, C]."""
         if self._student_parts is None:
@@ -181,6 +196,18 @@ class MaskPre(keras.Model):
         logits = self.memory.logits(emb, cfg.temperature)
         return losses.cluster_contrast_loss(logits, labels)
 
+    def mask_losses(self, context: tf.Tensor, teacher_map: tf.Tensor, keep: tf.Tensor):
+        """Per-sample mask-prediction loss [b] of one view, predicted at its dropped cells only.
+
+        Args:
+          context: [b, h, w, hidden] the head's features of the view (``context_features``).
+          teacher_map: [b, h, w, C] the teacher's map. keep: float32 [b, h, w, 1] the view's mask.
+        """
+        cells = losses.dropped_cells(keep)
+        predicted = self.mask_head.predict_cells(context, cells)
+        target = tf.gather_nd(teacher_map, cells)
+        return losses.mask_prediction_loss(predicted, target, cells[:, 0], tf.shape(keep)[0])
+
     def compute_losses(
         self,
         images: tf.Tensor,
@@ -202,11 +229,15 @@ class MaskPre(keras.Model):
         """
         cfg = self.cfg
         if cfg.mask_weight > 0 or cfg.consistency_weight > 0:  # the teacher's view is needed
-            teacher_map = tf.stop_gradient(self.teacher.feature_map(images, training=False))
+            teacher_map = tf.stop_gradient(self.teacher_map(images))
             teacher_emb = self.teacher.embed_map(teacher_map, training=False)
             teacher_logits = self.memory.logits(teacher_emb, cfg.consistency_teacher_temperature)
         front = self.masking_map(images, training)
         rate = self.drop_rate()
+        # Masking after the last stage: both views' mask head share one 1x1 reduction.
+        shared = None
+        if cfg.mask_weight > 0 and self._student_parts is None:
+            shared = self.mask_head.reduce(front)
         per_example = {"cluster_loss": 0.0, "mask_loss": 0.0, "consistency_loss": 0.0}
         features = 0.0
         share = 1.0 / self.num_views
@@ -219,9 +250,12 @@ class MaskPre(keras.Model):
             features += share * emb
             per_example["cluster_loss"] += share * self.cluster_losses(emb, labels, index)
             if cfg.mask_weight > 0:
-                predicted = self.mask_head(fmap, training=training)
-                per_example["mask_loss"] += share * losses.mask_prediction_loss(
-                    predicted, teacher_map, keep
+                if shared is None:
+                    reduced = self.mask_head.reduce(fmap)
+                else:
+                    reduced = apply_keep(shared, keep)
+                per_example["mask_loss"] += share * self.mask_losses(
+                    self.mask_head.context_features(reduced, training=training), teacher_map, keep
                 )
             if cfg.consistency_weight > 0:
                 student_logits = self.memory.logits(emb, cfg.consistency_temperature)
