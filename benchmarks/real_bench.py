@@ -47,8 +47,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 PEER_EPS = 0.6
 # MaskPre's own parts, switched off.
 PARTS_OFF = ("--drop_rate=0", "--mask_weight=0", "--consistency_weight=0")
-# Extra flags of each trained row on top of the protocol.
-ROW_FLAGS = {"baseline": (*PARTS_OFF, "--camera_memory=false"), "camera": PARTS_OFF, "maskpre": ()}
+# Extra flags of each trained row on top of the protocol. The part rows add one of MaskPre's
+# parts to the camera row: the two DropBlock views pushed into one cluster alone, or with mask
+# prediction or consistency (both need the views); maskpre has all three.
+ROW_FLAGS = {
+    "baseline": (*PARTS_OFF, "--camera_memory=false"),
+    "camera": PARTS_OFF,
+    "views": ("--mask_weight=0", "--consistency_weight=0"),
+    "views_mask": ("--consistency_weight=0",),
+    "views_consistency": ("--mask_weight=0",),
+    "maskpre": (),
+}
 
 
 def protocol(flagfile: str, data_dir: str, weights: str, *extra: str):
@@ -250,7 +259,7 @@ def main() -> None:
     parser.add_argument(
         "--rows",
         default="imagenet,baseline,camera,maskpre",
-        help="comma-separated: imagenet, baseline, camera, maskpre, peer",
+        help="comma-separated: imagenet, peer, " + ", ".join(ROW_FLAGS),
     )
     parser.add_argument("--seeds", default="0", help="comma-separated seeds of trained rows")
     parser.add_argument("--out", default=os.path.join(ROOT, "runs", "real_bench"))
