@@ -70,7 +70,8 @@ def mixture_features(
     singletons: float = 0.05,
     seed: int = 0,
     block: int = 2048,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_family: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Synthetic re-ID-like features: identities grouped in look-alike families, plus loners.
 
     Identity centres are unit vectors ``normalize(g + rho * u)`` where ``g`` is one of
@@ -83,7 +84,8 @@ def mixture_features(
 
     Returns:
       ``([n, d] float32 unit-norm features, [n] int64 identity ids)``, deterministic for ``seed``;
-      generated in blocks so that peak memory stays about ``n * d * 4`` bytes.
+      generated in blocks so that peak memory stays about ``n * d * 4`` bytes. With
+      ``with_family`` also each sample's family id ``[n]`` (a loner is a family of its own).
     """
     rng = np.random.default_rng(seed)
     n_single = int(round(singletons * n))
@@ -97,7 +99,8 @@ def mixture_features(
     fam /= np.linalg.norm(fam, axis=1, keepdims=True)
     centres = rng.standard_normal((n_ids + n_single, d), dtype=np.float32)
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    centres[:n_ids] = fam[rng.integers(0, n_fam, n_ids)] + rho * centres[:n_ids]
+    family_of_id = np.concatenate((rng.integers(0, n_fam, n_ids), n_fam + np.arange(n_single)))
+    centres[:n_ids] = fam[family_of_id[:n_ids]] + rho * centres[:n_ids]
     centres /= np.linalg.norm(centres, axis=1, keepdims=True)
     x = np.empty((n, d), dtype=np.float32)
     for s in range(0, n, block):
@@ -107,7 +110,7 @@ def mixture_features(
         x[s:e] = centres[pid[s:e]]
         x[s:e] += rng.standard_normal((e - s, d), dtype=np.float32) * scale[:, None]
         x[s:e] /= np.linalg.norm(x[s:e], axis=1, keepdims=True)
-    return x, pid
+    return (x, pid, family_of_id[pid]) if with_family else (x, pid)
 
 
 def worker(cfg: Config, seed: int, labels_out: str) -> dict:

@@ -2,7 +2,8 @@
 
 (a) plain: the same protocol with MaskPre's own parts switched off (one view, no mask
     prediction, no consistency) — the cluster-contrast baseline's real training step
-    (``Trainer._step_fn``: forward, loss, Adam, memory and EMA updates);
+    (``Trainer._step_fn``: forward, loss, Adam, memory and EMA updates), built and run under
+    the strategy training uses (``--strategy=mirrored``: mirrored variables even on one device);
 (b) MaskPre: teacher forward, two DropBlock views, mask-prediction and consistency heads, Adam,
     memory and EMA updates (the same ``Trainer._step_fn``).
 Both use the same backbone, batch and input; each precision runs in the same process, the two
@@ -37,7 +38,7 @@ from maskpre_tf.config_flags import config_from_argv  # noqa: E402
 from maskpre_tf.data.pipeline import make_train_dataset  # noqa: E402
 from maskpre_tf.data.sampler import PKSampler  # noqa: E402
 from maskpre_tf.models.maskpre import build_maskpre  # noqa: E402
-from maskpre_tf.training.loop import Trainer  # noqa: E402
+from maskpre_tf.training.loop import Trainer, make_strategy  # noqa: E402
 
 # MaskPre's own parts switched off: the plain single-view step.
 PARTS_OFF = {"drop_rate": 0.0, "mask_weight": 0.0, "consistency_weight": 0.0}
@@ -86,7 +87,9 @@ def step_runner(cfg: TrainConfig, capacity: int, batch: dict[str, tf.Tensor]):
     of which the first ``LIVE_IMAGES`` form clusters of ``num_instances`` images on 6 cameras.
     """
     keras.mixed_precision.set_global_policy(cfg.optim.precision)
-    model = build_maskpre(cfg, capacity, num_replicas=1, ramp_steps=0)
+    strategy = make_strategy(cfg.run.strategy)
+    with strategy.scope():  # as a training run builds it (mirrored variables by default)
+        model = build_maskpre(cfg, capacity, strategy.num_replicas_in_sync, ramp_steps=0)
     rng = np.random.default_rng(1)
     live = min(LIVE_IMAGES, capacity)
     features = np.zeros((capacity, model.student.channels), np.float32)
@@ -94,10 +97,9 @@ def step_runner(cfg: TrainConfig, capacity: int, batch: dict[str, tf.Tensor]):
     labels = np.full(capacity, -1, np.int64)
     labels[:live] = np.arange(live) // cfg.optim.num_instances
     camids = np.arange(capacity) % 6
-    model.reset_memories(features, labels, camids)
-    trainer = Trainer(
-        model, tf.distribute.get_strategy(), tf.data.Dataset.from_tensors(batch).repeat(), 1, []
-    )
+    with strategy.scope():
+        model.reset_memories(features, labels, camids)
+    trainer = Trainer(model, strategy, tf.data.Dataset.from_tensors(batch).repeat(), 1, [])
     iterator = iter(trainer.dist_dataset)
     keras.mixed_precision.set_global_policy("float32")
     return lambda: trainer._step_fn(iterator)["loss"]

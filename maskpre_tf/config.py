@@ -171,6 +171,11 @@ class ClusteringConfig:
         "auto (the eps with the most clusters) or auto_linked (the eps whose clusters best "
         "match the Jaccard graph's linked pairs); see maskpre_tf.clustering.auto_eps",
     )
+    eps_tolerance: float = _field(
+        0.0,
+        "with --eps=auto or auto_linked: take the largest eps whose score stays within this "
+        "fraction of the peak (the plateau's right end) instead of the peak itself",
+    )
     min_samples: int = _field(4, "DBSCAN min_samples (>= 1)")
     k1: int = _field(30, "k-reciprocal neighbourhood size")
     k2: int = _field(6, "local query expansion size (<= --k1)")
@@ -353,6 +358,10 @@ class TrainConfig:
             raise UserError(
                 f"--eps={c.eps}: expected auto, auto_linked or a Jaccard distance in (0, 1); "
                 "typical values are 0.4-0.7 (pairs with no k-reciprocal overlap are at 1)"
+            )
+        if not 0.0 <= c.eps_tolerance < 1.0:
+            raise UserError(
+                f"--eps_tolerance={c.eps_tolerance}: expected a fraction in [0, 1), e.g. 0.02"
             )
         if c.min_samples < 1:
             raise UserError(f"--min_samples={c.min_samples}: expected >= 1 (the usual value is 4)")

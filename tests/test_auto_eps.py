@@ -5,7 +5,13 @@ import pytest
 import scipy.sparse as sp
 from test_probe import blobs
 
-from maskpre_tf.clustering.auto_eps import GRID, choose_eps, linked_pair_f1, linked_pairs
+from maskpre_tf.clustering.auto_eps import (
+    GRID,
+    choose_eps,
+    linked_pair_f1,
+    linked_pairs,
+    plateau_end,
+)
 from maskpre_tf.clustering.cluster import cluster_statistics, jaccard_graph, pseudo_labels
 
 
@@ -58,3 +64,25 @@ def test_linked_rule_recovers_separated_clusters_that_most_clusters_fragments():
 def test_unknown_rule_is_refused():
     with pytest.raises(ValueError, match="auto_linked"):
         choose_eps(graph([(0, 1, 0.1)], 2), rule="best")
+
+
+def test_plateau_end_walks_right_while_the_score_stays_near_the_peak():
+    # A trained Market run's cluster counts at eps 0.300 .. 0.525: flat, then merging.
+    counts = [716, 727, 726, 725, 720, 724, 715, 705, 715, 662]
+    assert plateau_end(counts, 0.0) == 1  # the peak itself
+    assert plateau_end(counts, 0.01) == 5  # 720 <= count; 715 falls below 719.7
+    assert plateau_end(counts, 0.02) == 6  # stops at the dip to 705, not at the 715 after it
+    assert plateau_end(counts, 0.5) == len(counts) - 1
+    # A sharp peak (ImageNet features) stays where it is.
+    assert plateau_end([342, 390, 314], 0.02) == 1
+
+
+def test_a_tolerance_moves_the_choice_to_larger_eps_on_a_flat_count():
+    features, _ = blobs(ids=30, per_id=20, spread=0.15, seed=0)
+    dist = jaccard_graph(features, GRID[-1], 10, 3)
+    peak = choose_eps(dist, 4, rule="auto")
+    wide = choose_eps(dist, 4, rule="auto", tolerance=0.05)
+    # Counts 46, 46, 45 at eps 0.350-0.400: the peak is the first, the plateau ends at 0.400.
+    assert (peak, wide) == (0.35, 0.4)
+    _, eps, _ = pseudo_labels(features, None, 4, k1=10, k2=3, rule="auto", tolerance=0.05)
+    assert eps == wide

@@ -18,7 +18,13 @@ import tensorflow as tf  # noqa: E402
 from memory_reference import normalize, step, unit  # noqa: E402
 from two_cpus import run_on_two_cpus  # noqa: E402
 
-from maskpre_tf.models.memory import UPDATES, ClusterMemory, momentum_step, update_rows  # noqa: E402
+from maskpre_tf.models.memory import (  # noqa: E402
+    UPDATES,
+    ClusterMemory,
+    momentum_step,
+    occurrence,
+    update_rows,
+)
 
 
 def _table(rows) -> tf.Variable:
@@ -114,6 +120,71 @@ def test_instance_update_equals_momentum_steps_in_batch_order():
     reversed_table = _table(table0)
     update_rows(reversed_table, features[::-1], rows[::-1], momentum=0.3, mode="instance")
     assert np.abs(reversed_table.numpy() - table.numpy()).max() > 1e-3
+
+
+def test_occurrence_counts_earlier_entries_of_the_same_row():
+    rows = tf.constant([4, 7, 4, 4, 1, 7, -1, 1])
+    assert occurrence(rows).numpy().tolist() == [0, 0, 1, 2, 0, 1, 0, 1]
+    assert occurrence(tf.zeros([0], tf.int32)).numpy().tolist() == []
+
+
+def ops_in(graph) -> list[str]:
+    """Types of every op of a graph and of the functions it calls (loop bodies included)."""
+    types = [op.type for op in graph.get_operations()]
+    for function in graph._functions.values():
+        types += ops_in(function.graph)
+    return types
+
+
+def dense_gathers(graph) -> int:
+    """Gathers whose input is a dense read of a variable (the fallback of tf.gather)."""
+    count = sum(
+        op.type == "GatherV2" and op.inputs[0].op.type == "ReadVariableOp"
+        for op in graph.get_operations()
+    )
+    return count + sum(dense_gathers(f.graph) for f in graph._functions.values())
+
+
+@pytest.mark.parametrize("mirrored", [False, True])
+@pytest.mark.parametrize("mode", UPDATES)
+def test_updates_never_read_the_whole_table(mode, mirrored):
+    # After a scatter a variable is in copy-on-read mode: a dense read (ReadVariableOp) would copy
+    # all [capacity, D] rows on every call; the updates read only their rows (ResourceGather).
+    # A mirrored variable (training's default strategy, even on one device) has no sparse_read,
+    # where tf.gather silently falls back to a dense read.
+    if mirrored:
+        with tf.distribute.MirroredStrategy(["/cpu:0"]).scope():
+            table = _table(np.eye(6, 4))
+    else:
+        table = _table(np.eye(6, 4))
+    _, features, rows = _random_case(seed=4)
+    update = tf.function(lambda f, r: update_rows(table, f, r, 0.3, mode))
+    types = ops_in(update.get_concrete_function(tf.constant(features), tf.constant(rows)).graph)
+    assert "ReadVariableOp" not in types and "ResourceGather" in types, sorted(set(types))
+
+
+def test_memory_reads_in_replica_context_are_sparse():
+    # Inside strategy.run (the training step) the logits and CAP losses read only live rows.
+    from maskpre_tf.models.memory import CameraMemory
+
+    strategy = tf.distribute.MirroredStrategy(["/cpu:0"])
+    with strategy.scope():
+        memory, camera = ClusterMemory(8, 4), CameraMemory(8, 4, 8)
+    features = np.eye(8, 4, dtype=np.float32)
+    labels = np.array([0, 0, 1, 1, 2, 2, -1, 3])
+    with strategy.scope():
+        memory.reset(features[:4])
+        camera.reset(features, labels, np.arange(8) % 2)
+
+    def step(f, index):
+        logits = memory.logits(f, 0.05)
+        intra, inter = camera.losses(f, index, 0.07, 2)
+        return tf.reduce_sum(logits) + tf.reduce_sum(intra + inter)
+
+    run = tf.function(lambda f, i: strategy.run(step, args=(f, i)))
+    graph = run.get_concrete_function(tf.constant(features), tf.range(8)).graph
+    assert dense_gathers(graph) == 0 and "ResourceGather" in ops_in(graph)
+    assert np.isfinite(run(tf.constant(features), tf.range(8)).numpy())
 
 
 # -------------------------------------------------------------------------------- update_rows: hard

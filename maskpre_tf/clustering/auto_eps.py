@@ -104,18 +104,37 @@ def linked_pair_scores(
     return [linked_pair_f1(dbscan_labels(dist, eps, min_samples), rows, cols) for eps in grid]
 
 
+def plateau_end(scores: list[float], tolerance: float) -> int:
+    """Index of the right end of the plateau around the highest score.
+
+    From the first maximum, walk to larger eps while the score stays above
+    ``(1 - tolerance) * max``; ``tolerance`` 0 returns the first maximum itself.
+
+    Args:
+      scores: one score per grid eps, in increasing eps. tolerance: fraction in [0, 1).
+    """
+    best = int(np.argmax(scores))
+    floor = (1.0 - tolerance) * scores[best]
+    end = best
+    while end + 1 < len(scores) and scores[end + 1] > floor:
+        end += 1
+    return end
+
+
 def choose_eps(
     dist: sp.csr_array,
     min_samples: int = 4,
     grid: tuple[float, ...] = GRID,
     rule: str = "auto",
+    tolerance: float = 0.0,
 ) -> float:
     """The eps of ``grid`` with the most clusters (``auto``) or the highest linked-pair F1
-    (``auto_linked``); the smallest one on ties."""
+    (``auto_linked``): the right end of the plateau within ``tolerance`` of the peak
+    (:func:`plateau_end`; 0 gives the smallest eps of the peak)."""
     if rule not in AUTO_EPS:
         raise ValueError(f"unknown eps rule {rule!r}; expected one of {AUTO_EPS}")
     score = cluster_counts if rule == "auto" else linked_pair_scores
-    return float(grid[int(np.argmax(score(dist, min_samples, grid)))])
+    return float(grid[plateau_end(score(dist, min_samples, grid), tolerance)])
 
 
 def nearest_distances(dist: sp.csr_array) -> np.ndarray:

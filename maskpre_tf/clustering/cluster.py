@@ -232,10 +232,12 @@ def pseudo_labels(
     k2: int = 6,
     camids: np.ndarray | None = None,
     rule: str = "auto",
+    tolerance: float = 0.0,
 ) -> tuple[np.ndarray, float, object]:
     """One epoch's pseudo labels, at a fixed eps or at the one ``rule`` chooses (``eps=None``).
 
-    ``rule``: ``auto`` or ``auto_linked`` (:mod:`maskpre_tf.clustering.auto_eps`).
+    ``rule``: ``auto`` or ``auto_linked``; ``tolerance``: how far below its peak the rule's
+    score may fall at the eps chosen (:func:`~maskpre_tf.clustering.auto_eps.choose_eps`).
 
     Returns:
       (labels [N] as :func:`cluster`'s, the eps used, the sparse Jaccard graph DBSCAN read:
@@ -245,7 +247,7 @@ def pseudo_labels(
 
     dist = jaccard_graph(features, MAX_EPS if eps is None else eps, k1, k2, camids=camids)
     if eps is None:
-        eps = choose_eps(dist, min_samples, rule=rule)
+        eps = choose_eps(dist, min_samples, rule=rule, tolerance=tolerance)
     return dbscan_labels(dist, eps, min_samples), float(eps), dist
 
 

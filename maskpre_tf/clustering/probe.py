@@ -34,6 +34,7 @@ def eps_table(
     min_samples: int = 4,
     camids: np.ndarray | None = None,
     pids: np.ndarray | None = None,
+    tolerance: float = 0.0,
 ) -> tuple[list[dict], float]:
     """Clustering statistics at every eps, and the automatic eps, from one Jaccard graph.
 
@@ -41,6 +42,7 @@ def eps_table(
       features: [N, D] features. eps_values: candidate eps in (0, 1).
       camids: camera ids [N]: features are camera-centred first (``--camera_aware``).
       pids: ground-truth ids [N] for ARI and pairwise precision/recall (diagnostics).
+      tolerance: ``--eps_tolerance`` of the automatic rules.
 
     Returns:
       (one dict per eps with "eps" and :func:`cluster_statistics`' keys, {rule: the eps it
@@ -56,7 +58,9 @@ def eps_table(
         {"eps": eps, **cluster_statistics(dbscan_labels(dist, eps, min_samples), pids)}
         for eps in sorted(eps_values)
     ]
-    return rows, {rule: choose_eps(dist, min_samples, rule=rule) for rule in AUTO_EPS}
+    return rows, {
+        rule: choose_eps(dist, min_samples, rule=rule, tolerance=tolerance) for rule in AUTO_EPS
+    }
 
 
 def format_table(rows: list[dict], auto: dict[str, float]) -> str:
@@ -124,6 +128,9 @@ def define_flags() -> None:
     flags.DEFINE_bool(
         "camera_aware", None, "camera-centre the features first (default: the run's setting)"
     )
+    flags.DEFINE_float(
+        "eps_tolerance", None, "the automatic rules' --eps_tolerance (default: the run's, else 0)"
+    )
     flags.DEFINE_bool("debug", False, "show the traceback of user errors")
 
 
@@ -143,7 +150,7 @@ def main(argv: list[str]) -> None:
         raise UserError(f"--eps={values.eps}: expected comma-separated numbers") from err
     if any(not 0 < e < 1 for e in eps_values):
         raise UserError(f"--eps={values.eps}: every eps must lie in (0, 1)")
-    settings = {"k1": 30, "k2": 6, "min_samples": 4, "camera_aware": False}
+    settings = {"k1": 30, "k2": 6, "min_samples": 4, "camera_aware": False, "eps_tolerance": 0.0}
     if values.run or values.train_flagfile:
         features, pids, camids, cfg = run_features(values.run, values.train_flagfile)
         c = cfg.clustering
@@ -152,6 +159,7 @@ def main(argv: list[str]) -> None:
             "k2": c.k2,
             "min_samples": c.min_samples,
             "camera_aware": c.camera_aware,
+            "eps_tolerance": c.eps_tolerance,
         }
     else:
         try:
@@ -178,10 +186,12 @@ def main(argv: list[str]) -> None:
         settings["min_samples"],
         camids if settings["camera_aware"] else None,
         pids,
+        settings["eps_tolerance"],
     )
     print(
         f"{features.shape[0]} samples, k1 {settings['k1']}, k2 {settings['k2']}, "
-        f"min_samples {settings['min_samples']}, camera-aware {settings['camera_aware']}"
+        f"min_samples {settings['min_samples']}, camera-aware {settings['camera_aware']}, "
+        f"eps tolerance {settings['eps_tolerance']}"
     )
     print(format_table(rows, auto))
 

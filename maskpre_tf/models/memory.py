@@ -23,18 +23,14 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from maskpre_tf.models.replicated import update_each_copy
+from maskpre_tf.models.replicated import local_copy, update_each_copy
 
 UPDATES = ("mean", "instance", "hard")
 
 
 def _active(table: tf.Variable, num_active: tf.Tensor) -> tf.Tensor:
-    """The first ``num_active`` rows of a [capacity, ...] table ([K, ...]).
-
-    A row gather reads K rows only; a dense read of a variable that sparse updates have written
-    would copy the whole table on every read.
-    """
-    return tf.gather(table, tf.range(tf.cast(num_active, tf.int32)))
+    """The first ``num_active`` rows of a [capacity, ...] table ([K, ...]), read sparsely."""
+    return read_rows(table, tf.range(tf.cast(num_active, tf.int32)))
 
 
 def momentum_step(rows: tf.Tensor, features: tf.Tensor, momentum: float) -> tf.Tensor:
@@ -43,13 +39,37 @@ def momentum_step(rows: tf.Tensor, features: tf.Tensor, momentum: float) -> tf.T
     return tf.math.l2_normalize(momentum * rows + (1.0 - momentum) * features, axis=-1)
 
 
-def write_rows(table: tf.Variable, rows: tf.Tensor, values: tf.Tensor) -> None:
-    """table[rows] ← values on every replica's own copy of ``table`` (no broadcast).
+def read_rows(table, rows: tf.Tensor) -> tf.Tensor:
+    """table[rows] [n, ...] by a sparse read of this replica's copy: only those rows are read.
 
-    Cross-replica context: each copy receives the same scatter of the same inputs, so mirrored
-    copies stay identical.
+    ``tf.gather`` on a mirrored variable (no ``sparse_read``) falls back to a dense read, and
+    once a scatter has put the variable in copy-on-read mode every dense read copies the whole
+    [capacity, D] table (measured: most of a real training step's time).
     """
-    update_each_copy(table, lambda var, r, v: var.scatter_nd_update(r[:, None], v), rows, values)
+    return local_copy(table).sparse_read(rows)
+
+
+def step_rows(table: tf.Variable, rows: tf.Tensor, features: tf.Tensor, momentum: float) -> None:
+    """table[rows] ← momentum_step(table[rows], features) on every replica's own copy.
+
+    Cross-replica context: each copy reads its own rows (sparse) and receives the same scatter of
+    the same inputs, so mirrored copies stay identical and no state is broadcast. ``rows`` [n]
+    must be distinct.
+    """
+
+    def step(var, r, f):
+        var.scatter_nd_update(r[:, None], momentum_step(read_rows(var, r), f, momentum))
+
+    update_each_copy(table, step, rows, features)
+
+
+def occurrence(rows: tf.Tensor) -> tf.Tensor:
+    """How many earlier entries of ``rows`` [n] hold the same row: int32 [n] (0 for the first)."""
+    same = tf.equal(rows[:, None], rows[None, :])
+    earlier = tf.linalg.band_part(tf.ones_like(same, tf.int32), -1, 0) - tf.eye(
+        tf.shape(rows)[0], dtype=tf.int32
+    )
+    return tf.reduce_sum(tf.cast(same, tf.int32) * earlier, axis=1)
 
 
 def update_rows(
@@ -69,22 +89,25 @@ def update_rows(
     keep = rows >= 0
     features, rows = tf.boolean_mask(features, keep), tf.boolean_mask(rows, keep)
     if mode == "instance":  # one step per sample in batch order, as cluster-contrast's backward
+        # Round r steps every row by its r-th sample of the batch: each row sees its samples in
+        # batch order, and rows of a round are distinct, so one scatter serves a whole round
+        # (K rounds for P x K batches instead of one step per sample).
+        rank = occurrence(rows)
 
-        def step(i):
-            row = rows[i : i + 1]
-            write_rows(
-                table, row, momentum_step(tf.gather(table, row), features[i : i + 1], momentum)
-            )
-            return (i + 1,)
+        def one_round(r):
+            picked = tf.where(tf.equal(rank, r))[:, 0]
+            step_rows(table, tf.gather(rows, picked), tf.gather(features, picked), momentum)
+            return (r + 1,)
 
-        tf.while_loop(lambda i: i < tf.shape(rows)[0], step, (tf.constant(0),))
+        rounds = tf.reduce_max(tf.concat([rank, [-1]], 0)) + 1
+        tf.while_loop(lambda r: r < rounds, one_round, (tf.constant(0),))
         return
     unique, slot = tf.unique(rows)
     if mode == "mean":
         count = tf.math.unsorted_segment_sum(tf.ones_like(rows, tf.float32), slot, tf.size(unique))
         chosen = tf.math.unsorted_segment_sum(features, slot, tf.size(unique)) / count[:, None]
     elif mode == "hard":
-        similarity = tf.reduce_sum(features * tf.gather(table, rows), axis=-1)
+        similarity = tf.reduce_sum(features * read_rows(table, rows), axis=-1)
         lowest = tf.math.unsorted_segment_min(similarity, slot, tf.size(unique))
         is_hardest = similarity <= tf.gather(lowest, slot)
         # The first sample reaching each cluster's minimum (ties: lowest batch position).
@@ -93,7 +116,7 @@ def update_rows(
         chosen = tf.gather(features, first)
     else:
         raise ValueError(f"memory update {mode!r}: expected one of {', '.join(UPDATES)}")
-    write_rows(table, unique, momentum_step(tf.gather(table, unique), chosen, momentum))
+    step_rows(table, unique, chosen, momentum)
 
 
 class ClusterMemory(tf.Module):
@@ -176,7 +199,7 @@ class CameraMemory(tf.Module):
                   the positives, as CAP defines it. Outliers (no proxy) contribute 0.
         """
         count = self.num_active
-        proxy = tf.gather(self.sample_proxy, tf.cast(index, tf.int32))
+        proxy = read_rows(self.sample_proxy, tf.cast(index, tf.int32))
         valid = proxy >= 0
         safe = tf.maximum(proxy, 0)
         table = tf.stop_gradient(_active(self.table, count))
@@ -184,8 +207,8 @@ class CameraMemory(tf.Module):
         camera_of = _active(self.proxy_camera, count)
         features = tf.math.l2_normalize(tf.cast(features, tf.float32), axis=-1)
         logits = tf.matmul(features, table, transpose_b=True) / temperature  # [B, P]
-        my_camera = tf.gather(self.proxy_camera, safe)[:, None]
-        my_cluster = tf.gather(self.proxy_cluster, safe)[:, None]
+        my_camera = read_rows(self.proxy_camera, safe)[:, None]
+        my_cluster = read_rows(self.proxy_cluster, safe)[:, None]
         same_camera = tf.equal(camera_of[None, :], my_camera)
         intra = tf.nn.sparse_softmax_cross_entropy_with_logits(
             labels=safe, logits=tf.where(same_camera, logits, -1e9)
@@ -204,7 +227,7 @@ class CameraMemory(tf.Module):
 
     def update(self, features: tf.Tensor, index: tf.Tensor, momentum: float) -> None:
         """Per-instance momentum update of each sample's proxy (CAP's memory update)."""
-        rows = tf.gather(self.sample_proxy, tf.cast(index, tf.int32))
+        rows = read_rows(self.sample_proxy, tf.cast(index, tf.int32))
         update_rows(self.table, features, rows, momentum, "instance")
 
 

@@ -18,9 +18,26 @@ import keras
 import tensorflow as tf
 
 
-def _tf_variable(value):
+def tf_variable(value):
     """The tf.Variable inside a Keras variable; anything else unchanged."""
     return value.value if isinstance(value, keras.Variable) else value
+
+
+def local_copy(variable):
+    """This replica's own copy of a (possibly mirrored, possibly Keras) variable.
+
+    A mirrored variable has no ``sparse_read``; its copies do. In replica context the copy is the
+    replica's (its index among this worker's copies: the global replica id modulo the local
+    count, the order of ``strategy.run``); in cross-replica context the first copy (the copies
+    are identical). Any other variable is returned unwrapped.
+    """
+    variable = tf_variable(variable)
+    copies = getattr(variable, "values", None)
+    if not copies:
+        return variable
+    context = tf.distribute.get_replica_context()
+    replica = 0 if context is None else tf.get_static_value(context.replica_id_in_sync_group)
+    return copies[int(replica or 0) % len(copies)]
 
 
 def update_each_copy(variable, fn: Callable, *args) -> None:
@@ -28,8 +45,8 @@ def update_each_copy(variable, fn: Callable, *args) -> None:
 
     Mirrored variables among ``args`` are passed as the same device's copy.
     """
-    variable = _tf_variable(variable)
-    args = tuple(_tf_variable(a) for a in args)
+    variable = tf_variable(variable)
+    args = tuple(tf_variable(a) for a in args)
     strategy = getattr(variable, "distribute_strategy", None)
     if strategy is None:
         fn(variable, *args)

@@ -95,6 +95,7 @@ class ClusteringCallback(keras.callbacks.Callback):
                 k2=cfg.k2,
                 camids=self.camids if cfg.camera_aware else None,
                 rule=cfg.auto_rule,
+                tolerance=cfg.eps_tolerance,
             )
             nearest = nearest_distances(dist)
         shared = sum_over_workers(strategy, np.append(labels.astype(np.float64), eps))
