@@ -20,7 +20,8 @@ weights imported from torchvision/timm: stride-2 convolutions pad symmetrically 
 ResNet-50 the stride of each stage's first bottleneck sits on its 3x3 convolution
 (torchvision's "ResNet v1.5"; Keras's ResNet50 strides the first 1x1). Neither change alters the
 weights' shapes or order, so both layouts load the same weights file. Under more than one
-replica BatchNormalization is synchronised across replicas (``sync_bn=True``).
+replica BatchNormalization is synchronised across replicas (``sync_bn=True``); otherwise its
+training pass runs fused (:mod:`maskpre_tf.models.batchnorm`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 import keras
 
 from maskpre_tf.errors import UserError
+from maskpre_tf.models.batchnorm import batch_normalization
 from maskpre_tf.models.layers import BN_MOMENTUM
 
 BACKBONES = ("resnet50", "mobilenet_v2", "resnet_small")
@@ -147,10 +149,10 @@ def _rebuild(
         if layer.name in repad:
             config["padding"] = repad[layer.name]
         if isinstance(layer, keras.layers.BatchNormalization):
-            config["synchronized"] = sync_bn
             config["momentum"] = BN_MOMENTUM
             if torch:
                 config["epsilon"] = TORCH_BN_EPSILON
+            return batch_normalization(**{**config, "synchronized": sync_bn})
         if (
             torch
             and type(layer) is keras.layers.Conv2D
@@ -200,9 +202,7 @@ def resnet_small(
     """
 
     def bn(name):
-        return keras.layers.BatchNormalization(
-            momentum=BN_MOMENTUM, synchronized=sync_bn, name=name
-        )
+        return batch_normalization(momentum=BN_MOMENTUM, synchronized=sync_bn, name=name)
 
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(widths[0], 3, 2, padding="same", use_bias=False, name="stem_conv")(

@@ -41,7 +41,7 @@ from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
 from maskpre_tf.models.normalization import normalize_pixels
 from maskpre_tf.models.optimizer import apply_gradients_with_l2, make_optimizer
 from maskpre_tf.models.replicated import update_each_copy
-from maskpre_tf.training.step import StepOutput
+from maskpre_tf.training.step import STATE_CHECK, StepOutput, state_check
 
 
 class MaskPre(keras.Model):
@@ -285,6 +285,7 @@ class MaskPre(keras.Model):
             scaled = self.optimizer.scale_loss(losses_["loss"])
         grads = tape.gradient(scaled, variables)
         apply_gradients_with_l2(self.optimizer, grads, variables, self.weight_decay)
+        losses_[STATE_CHECK] = state_check(self.student)
         return StepOutput(losses_, features, batch["label"], batch["index"])
 
     def finish_step(self, out: StepOutput) -> None:

@@ -15,7 +15,7 @@ import tensorflow as tf
 from maskpre_tf import losses
 from maskpre_tf.models.encoder import ReidEncoder
 from maskpre_tf.models.optimizer import apply_gradients_with_l2
-from maskpre_tf.training.step import StepOutput
+from maskpre_tf.training.step import STATE_CHECK, StepOutput, state_check
 
 
 class SupervisedReid(keras.Model):
@@ -80,6 +80,7 @@ class SupervisedReid(keras.Model):
             scaled = self.optimizer.scale_loss(out["loss"])
         grads = tape.gradient(scaled, variables)
         apply_gradients_with_l2(self.optimizer, grads, variables, self.weight_decay)
+        out[STATE_CHECK] = state_check(self.encoder)
         features = tf.math.l2_normalize(tf.stop_gradient(neck), axis=-1)
         return StepOutput(out, features, labels, batch["index"])
 

@@ -38,11 +38,12 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.errors import UserError
-from maskpre_tf.training.step import StepOutput
+from maskpre_tf.training.step import STATE_CHECK, StepOutput
 
 
 class NonFiniteLossError(UserError):
-    """The loss became NaN or infinite; the run stops and the last good checkpoint stays."""
+    """The loss (or a BatchNorm statistic) became NaN or infinite; the run stops and the last
+    good checkpoint stays."""
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -243,7 +244,8 @@ class Trainer:
 
         Steps run ``steps_per_loop`` at a time inside one ``tf.function`` call; the batch hooks
         see one call per loop (``on_train_batch_end(last step, mean losses of the loop)``) and
-        a NaN/inf loss stops the run at the loop where it appears.
+        a NaN/inf loss or BatchNorm statistic (``state_check``) stops the run at the loop where
+        it appears.
         """
         model = self.model
         model.stop_training = False
@@ -261,9 +263,11 @@ class Trainer:
                 scalars = self._loop_fn(iterator, steps)
                 done += steps
                 step_logs = {k: float(v) for k, v in scalars.items()}
-                if not math.isfinite(step_logs["loss"]):
+                bad = [k for k, v in step_logs.items() if not math.isfinite(v)]
+                if bad:
+                    what = "a BatchNorm statistic" if bad == [STATE_CHECK] else "the loss"
                     raise NonFiniteLossError(
-                        f"the loss became {step_logs['loss']} at epoch {epoch + 1}, within steps "
+                        f"{what} became {step_logs[bad[0]]} at epoch {epoch + 1}, within steps "
                         f"{done - steps + 1}-{done}; the run stopped and the last good checkpoint "
                         "is kept. Lower --lr, use --precision=float32, or check the input images"
                     )

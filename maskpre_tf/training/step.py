@@ -30,3 +30,25 @@ class StepOutput(NamedTuple):
     features: tf.Tensor
     labels: tf.Tensor
     index: tf.Tensor
+
+
+#: Name of the step scalar that is finite exactly when every BatchNorm statistic is.
+STATE_CHECK = "state_check"
+
+
+def state_check(model) -> tf.Tensor:
+    """Sum of ``model``'s non-trainable float variables (its BatchNorm moving statistics).
+
+    A float32 scalar that is finite unless one of them is NaN or infinite. The loop checks it
+    with the losses: a fused kernel (BatchNorm followed by ReLU) can clip a NaN activation back
+    to a number, so a poisoned statistic need not show in the loss of the step that made it.
+    """
+    values = [
+        tf.reduce_sum(tf.cast(v, tf.float32))
+        for v in model.non_trainable_variables
+        if tf.as_dtype(v.dtype).is_floating
+    ]
+    total = tf.add_n(values) if values else tf.zeros([])
+    context = tf.distribute.get_replica_context()
+    replicas = 1 if context is None else context.num_replicas_in_sync
+    return total / replicas  # the loop sums step scalars over replicas: this sums to the mean

@@ -1,0 +1,80 @@
+"""FusedBatchNormalization: Keras's BatchNormalization, its training pass one fused kernel."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from maskpre_tf.models.batchnorm import FusedBatchNormalization, batch_normalization  # noqa: E402
+
+
+def pair(**config):
+    """A Keras and a fused layer with the same (non-trivial) weights, built for 4 channels."""
+    keras_bn = keras.layers.BatchNormalization(**config)
+    fused_bn = FusedBatchNormalization(**config)
+    rng = np.random.default_rng(0)
+    for layer in (keras_bn, fused_bn):
+        layer.build((None, 5, 3, 4))
+    weights = [
+        rng.uniform(0.5, 2.0, 4),
+        rng.normal(size=4),
+        rng.normal(size=4),
+        rng.uniform(1, 3, 4),
+    ]
+    for layer in (keras_bn, fused_bn):
+        layer.set_weights([w.astype(np.float32) for w in weights])
+    return keras_bn, fused_bn
+
+
+def ops_of(fn, x) -> set[str]:
+    return {op.type for op in tf.function(fn).get_concrete_function(x).graph.get_operations()}
+
+
+def test_training_pass_matches_keras_outputs_gradients_and_moving_statistics():
+    keras_bn, fused_bn = pair(momentum=0.9, epsilon=1e-5)
+    x = tf.constant(np.random.default_rng(1).normal(2.0, 3.0, (6, 5, 3, 4)), tf.float32)
+    results = []
+    for layer in (keras_bn, fused_bn):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True)
+            loss = tf.reduce_sum(y * tf.range(4, dtype=tf.float32))
+        grads = tape.gradient(loss, [x, *layer.trainable_variables])
+        results.append((y.numpy(), [g.numpy() for g in grads], layer.get_weights()))
+    (y0, g0, w0), (y1, g1, w1) = results
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+    for a, b in zip(g1, g0, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    for a, b in zip(w1, w0, strict=True):  # gamma, beta, moving mean, moving variance
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert np.abs(w1[3] - 1.0).max() > 0.1  # the moving variance did move
+    assert "FusedBatchNormV3" in ops_of(lambda t: fused_bn(t, training=True), x)
+
+
+def test_inference_is_keras_own_and_the_same():
+    keras_bn, fused_bn = pair()
+    x = tf.random.normal((2, 5, 3, 4))
+    np.testing.assert_array_equal(keras_bn(x, training=False), fused_bn(x, training=False))
+    assert "FusedBatchNormV3" not in ops_of(lambda t: fused_bn(t, training=False), x)
+
+
+@pytest.mark.parametrize("case", ["frozen", "two_d", "synchronized"])
+def test_cases_the_kernel_does_not_cover_fall_back_to_keras(case):
+    layer = FusedBatchNormalization(synchronized=case == "synchronized")
+    shape = (4, 6) if case == "two_d" else (2, 5, 3, 6)
+    layer.build(shape)
+    layer.trainable = case != "frozen"
+    assert "FusedBatchNormV3" not in ops_of(
+        lambda t: layer(t, training=True), tf.random.normal(shape)
+    )
+
+
+def test_factory_picks_the_fused_layer_unless_synchronised():
+    assert type(batch_normalization(momentum=0.9)) is FusedBatchNormalization
+    assert type(batch_normalization(synchronized=True)) is keras.layers.BatchNormalization
