@@ -8,6 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.data.datasets import Record
+from maskpre_tf.data.decoded import pixel_batches
 from maskpre_tf.data.pipeline import make_eval_dataset
 from maskpre_tf.evaluation.distance import distance_blocks
 from maskpre_tf.evaluation.ranking import evaluate_rank_blocks
@@ -16,29 +17,34 @@ from maskpre_tf.evaluation.rerank import re_ranked_blocks
 
 def extract_features(
     embed: Callable[[tf.Tensor], tf.Tensor],
-    paths: Sequence[str],
+    images: Sequence[str] | np.ndarray,
     height: int,
     width: int,
     batch_size: int = 128,
     flip: bool = False,
 ) -> np.ndarray:
-    """Embeddings of the images at ``paths``, in order.
+    """Embeddings of the images, in order.
 
     Args:
       embed: maps RGB pixels float32 [b, H, W, 3] in 0–255 to embeddings [b, D] (e.g. a
         ``tf.function`` around the teacher encoder).
-      paths: image files.
+      images: image files, or crops already decoded at height × width (uint8 [N, H, W, 3],
+        :func:`maskpre_tf.data.decoded.decode_images`).
       height, width: input size in pixels.
       batch_size: images per forward pass.
       flip: average with the embedding of the horizontally flipped image (test-time flip).
     Returns:
       float32 [N, D], rows L2-normalised.
     """
+    if isinstance(images, np.ndarray):
+        batches = pixel_batches(images, batch_size)
+    else:
+        batches = make_eval_dataset(images, height, width, batch_size)
     chunks = []
-    for images in make_eval_dataset(paths, height, width, batch_size):
-        emb = embed(images)
+    for pixels in batches:
+        emb = embed(pixels)
         if flip:
-            emb = emb + embed(tf.reverse(images, axis=[2]))
+            emb = emb + embed(tf.reverse(pixels, axis=[2]))
         chunks.append(tf.math.l2_normalize(tf.cast(emb, tf.float32), axis=-1).numpy())
     if not chunks:
         return np.zeros((0, 0), np.float32)

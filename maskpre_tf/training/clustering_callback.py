@@ -12,6 +12,7 @@ from maskpre_tf.clustering.auto_eps import nearest_distances
 from maskpre_tf.clustering.cluster import cluster_statistics, pseudo_labels
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.data.datasets import Record
+from maskpre_tf.data.decoded import decode_images, decoded_mib
 from maskpre_tf.data.sampler import PKSampler
 from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation.extract import extract_features
@@ -64,12 +65,34 @@ class ClusteringCallback(keras.callbacks.Callback):
         self.cfg = cfg
         self.embed = embed
         self.log = log
+        self.images: np.ndarray | list[str] | None = None  # this worker's share, see share()
+
+    def share(self, rows: np.ndarray) -> np.ndarray | list[str]:
+        """This worker's training images: decoded once and kept when they fit
+        ``--image_cache_mib`` (uint8 [n, H, W, 3]), else their paths (decoded each epoch)."""
+        if self.images is None:
+            height, width = self.cfg.data.height, self.cfg.data.width
+            paths = [self.paths[i] for i in rows]
+            need = decoded_mib(len(paths), height, width)
+            budget = self.cfg.clustering.image_cache_mib
+            if need <= budget:
+                self.images = decode_images(paths, height, width)
+                self.log(f"clustering: {len(paths)} training crops decoded once ({need:.0f} MiB)")
+            else:
+                self.images = paths
+                if budget:
+                    self.log(
+                        f"clustering: the {len(paths)} training crops need {need:.0f} MiB "
+                        f"decoded, more than --image_cache_mib={budget}; they are decoded "
+                        "again each epoch (raise --image_cache_mib to keep them)"
+                    )
+        return self.images
 
     def features(self, strategy, worker) -> np.ndarray:
         """Embeddings [N, D] of all training images; each worker embeds its share."""
         rows = np.arange(len(self.paths))[worker.index :: worker.count]
         local = extract_features(
-            self.embed, [self.paths[i] for i in rows], self.cfg.data.height, self.cfg.data.width
+            self.embed, self.share(rows), self.cfg.data.height, self.cfg.data.width
         )
         if worker.count == 1:
             return local
