@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 
-def tf_variable(value):
+def _tf_variable(value):
     """The tf.Variable inside a Keras variable; anything else unchanged."""
     return value.value if isinstance(value, keras.Variable) else value
 
@@ -31,7 +31,7 @@ def local_copy(variable):
     count, the order of ``strategy.run``); in cross-replica context the first copy (the copies
     are identical). Any other variable is returned unwrapped.
     """
-    variable = tf_variable(variable)
+    variable = _tf_variable(variable)
     copies = getattr(variable, "values", None)
     if not copies:
         return variable
@@ -45,8 +45,8 @@ def update_each_copy(variable, fn: Callable, *args) -> None:
 
     Mirrored variables among ``args`` are passed as the same device's copy.
     """
-    variable = tf_variable(variable)
-    args = tuple(tf_variable(a) for a in args)
+    variable = _tf_variable(variable)
+    args = tuple(_tf_variable(a) for a in args)
     strategy = getattr(variable, "distribute_strategy", None)
     if strategy is None:
         fn(variable, *args)
