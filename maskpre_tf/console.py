@@ -1,4 +1,8 @@
-"""A quiet console: TensorFlow's start-up chatter silenced, one line per event that matters.
+"""How every program starts: a fast allocator, then TensorFlow without its start-up chatter.
+
+:func:`prepare_process` is the first call of every entry point's ``__main__`` block: it
+re-executes the program once with a fast memory allocator preloaded (:mod:`maskpre_tf.allocator`)
+and then imports TensorFlow quietly.
 
 TensorFlow's C++ runtime prints INFO lines (oneDNN, CUDA probing, CPU features) to the process's
 standard error while it loads, before any logging setting applies; ``TF_CPP_MIN_LOG_LEVEL`` does
@@ -35,3 +39,11 @@ def quiet_tensorflow_startup() -> None:
         os.dup2(saved, fd)
         os.close(saved)
         os.close(devnull)
+
+
+def prepare_process() -> None:
+    """The start of every program: a fast allocator (re-executing once), then a quiet TF import."""
+    from maskpre_tf import allocator
+
+    allocator.preload()
+    quiet_tensorflow_startup()

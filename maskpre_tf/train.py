@@ -23,9 +23,9 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from maskpre_tf.console import quiet_tensorflow_startup
+    from maskpre_tf.console import prepare_process
 
-    quiet_tensorflow_startup()
+    prepare_process()
     from maskpre_tf.config_flags import define_flags
 
     define_flags()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import tensorflow as tf
@@ -47,9 +47,13 @@ def run_train(
     timeout: int = 600,
     program: list[str] | None = None,
     preexec_fn: Callable[[], None] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m maskpre_tf.train`` (or ``program``) with ``flags``; output captured."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
+    """Run ``python -m maskpre_tf.train`` (or ``program``) with ``flags``; output captured.
+
+    ``environ``: the child's environment (default: this process's)."""
+    base = os.environ if environ is None else environ
+    env = dict(base, TF_CPP_MIN_LOG_LEVEL="2", PYTHONUNBUFFERED="1")
     return subprocess.run(
         [sys.executable, *(program or ["-m", "maskpre_tf.train"]), *flags],
         cwd=ROOT,

@@ -49,8 +49,9 @@ def eps_table(
       chooses} for each automatic rule).
     """
     from maskpre_tf.clustering.auto_eps import MAX_EPS, choose_eps
-    from maskpre_tf.clustering.cluster import cluster_statistics, dbscan_labels, jaccard_graph
-    from maskpre_tf.config import AUTO_EPS
+    from maskpre_tf.clustering.cluster import cluster_statistics, jaccard_graph
+    from maskpre_tf.clustering.dbscan import dbscan_labels
+    from maskpre_tf.config_fields import AUTO_EPS
 
     # The graph the automatic choice reads in training: up to the grid's end at least.
     dist = jaccard_graph(features, max(*eps_values, MAX_EPS), k1, k2, camids=camids)
@@ -102,7 +103,7 @@ def run_features(
         cfg = config_from_argv([f"--flagfile={train_flagfile}"])
         encoder = build_encoder(cfg.model, (cfg.data.height, cfg.data.width, 3))
     data = datasets.load_dataset(cfg.data.dataset, cfg.data.data_dir, verbose=False)
-    embed = FoldedEncoder(encoder, version=lambda: 0)  # BatchNorm folded, as in training
+    embed = FoldedEncoder(encoder)  # BatchNorm folded, as in training
     features = extract_features(
         embed, [r.path for r in data.train], cfg.data.height, cfg.data.width
     )
@@ -197,8 +198,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from maskpre_tf.console import quiet_tensorflow_startup
+    from maskpre_tf.console import prepare_process
 
-    quiet_tensorflow_startup()
+    prepare_process()
     define_flags()
     run_app(main)

@@ -54,8 +54,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    from maskpre_tf.console import quiet_tensorflow_startup
+    from maskpre_tf.console import prepare_process
 
-    quiet_tensorflow_startup()
+    prepare_process()
     define_flags()
     run_app(main)
