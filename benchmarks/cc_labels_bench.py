@@ -5,7 +5,7 @@ cluster-contrast (Dai et al., 2021; github.com/alibaba/cluster-contrast-reid) cl
 dense ``N x N``) and ``DBSCAN(eps, min_samples=4, metric="precomputed")``. This script runs that
 code from a checkout given by ``--peer-dir``, in the interpreter given by ``--peer-python`` (a
 virtual environment with torch, faiss and scikit-learn; the peer code runs on the CPU), and
-compares its labels with :func:`maskpre_tf.clustering.cluster.cluster` for both neighbourhood
+compares its labels with ours (:func:`measure.fixed_eps_labels`) for both neighbourhood
 conventions at every ``--eps``: adjusted Rand index (ARI) between the two labellings, and the
 numbers of clusters and outliers. Each side runs in a subprocess of its own (times and peak
 memory reported; the machine may be shared).
@@ -29,7 +29,7 @@ import tempfile
 import time
 
 import numpy as np
-from measure import peak_mib, rss_mib, run_worker
+from measure import fixed_eps_labels, peak_mib, rss_mib, run_worker
 
 K1, K2, MIN_SAMPLES = 30, 6, 4
 CONVENTIONS = ("cluster_contrast", "zhong")
@@ -66,13 +66,11 @@ def peer_worker(spec: dict) -> dict:
 
 def our_worker(spec: dict) -> dict:
     """Our sparse pseudo labels for one convention at every eps."""
-    from maskpre_tf.clustering.cluster import cluster
-
     x = np.load(spec["features"])
     rss_before = rss_mib()
     start = time.perf_counter()
     labels = {
-        str(eps): cluster(x, eps=eps, min_samples=MIN_SAMPLES, k1=K1, k2=K2, convention=spec["c"])
+        str(eps): fixed_eps_labels(x, eps, MIN_SAMPLES, K1, K2, convention=spec["c"])
         for eps in spec["eps"]
     }
     total = time.perf_counter() - start

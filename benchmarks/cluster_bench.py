@@ -41,7 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from measure import fastest, mem_available_gib, peak_mib, rss_mib, run_worker
+from measure import (
+    fastest,
+    fixed_eps_labels,
+    mem_available_gib,
+    peak_mib,
+    rss_mib,
+    run_worker,
+)
 
 EPS = 0.6
 MIN_SAMPLES = 4
@@ -118,7 +125,7 @@ def worker(cfg: Config, seed: int, labels_out: str) -> dict:
     import faiss
     from reference_jaccard import cluster_dense
 
-    from maskpre_tf.clustering.cluster import cluster, cluster_statistics
+    from maskpre_tf.clustering.cluster import cluster_statistics
     from maskpre_tf.clustering.jaccard import neighbour_depth
     from maskpre_tf.clustering.knn import knn_recall, knn_search, l2_normalize
 
@@ -133,21 +140,17 @@ def worker(cfg: Config, seed: int, labels_out: str) -> dict:
     if cfg.path == "dense":
         labels = cluster_dense(x, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, timings=timings)
     elif cfg.index == "ivf":
-        # k-NN outside cluster() so that the approximate lists can be scored afterwards.
+        # k-NN outside the labelling so that the approximate lists can be scored afterwards.
         t0 = time.perf_counter()
         xn = l2_normalize(x)
         del x
         depth = neighbour_depth(cfg.n, K1, K2, "cluster_contrast")
         _, ranks = knn_search(xn, depth, index="ivf", normalize=False, seed=seed)
         knn_s = time.perf_counter() - t0
-        labels = cluster(
-            xn, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, ranks=ranks, timings=timings
-        )
+        labels = fixed_eps_labels(xn, EPS, MIN_SAMPLES, K1, K2, timings, ranks=ranks)
         timings["knn"] = knn_s
     else:
-        labels = cluster(
-            x, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, index=cfg.index, timings=timings
-        )
+        labels = fixed_eps_labels(x, EPS, MIN_SAMPLES, K1, K2, timings, index=cfg.index)
     total = time.perf_counter() - start
     peak = peak_mib()
     if cfg.path == "sparse" and cfg.index == "ivf":

@@ -20,18 +20,22 @@ statistics; the cost does not depend on the values.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+import machine  # this checkout's package first on sys.path
+
+if __name__ == "__main__":
+    machine.start()
+sys.path.insert(0, os.path.join(machine.REPO, "tests"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from batchnorm_stats import randomise_batchnorms  # noqa: E402
+from flops import forward_flops  # noqa: E402
 
 from maskpre_tf.evaluation.extract import extract_features  # noqa: E402
 from maskpre_tf.models.backbones import build_backbone  # noqa: E402
@@ -51,11 +55,14 @@ def write_crops(folder: str, count: int, height: int, width: int) -> list[str]:
     return paths
 
 
-def rate(fn, images: int) -> float:
-    """Images per second of one call of ``fn()``, which embeds ``images`` images."""
-    start = time.perf_counter()
-    fn()
-    return images / (time.perf_counter() - start)
+def rate(fn, images: int, usage: machine.Usage) -> float:
+    """Images per second of one call of ``fn()``, which embeds ``images`` images; its CPU time
+    and page faults are added to ``usage``."""
+    with usage:
+        start = time.perf_counter()
+        fn()
+        elapsed = time.perf_counter() - start
+    return images / elapsed
 
 
 def main() -> None:
@@ -66,13 +73,16 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=1024)
     parser.add_argument("--batch_size", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", action="store_true", help="end with the figures as JSON")
     args = parser.parse_args()
+    here = machine.machine()
+    print(here.describe(), flush=True)
     shape = (args.height, args.width, 3)
     encoder = ReidEncoder(build_backbone(args.backbone, shape, weights="none"), "torch")
     encoder(tf.zeros((1, *shape)))
     randomise_batchnorms(encoder.backbone, seed=0)
     unfolded = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
-    folded = FoldedEncoder(encoder, lambda: 0)
+    folded = FoldedEncoder(encoder)
     pixels = np.random.default_rng(2).uniform(0, 255, (args.images, *shape)).astype(np.float32)
     batches = [
         tf.constant(pixels[i : i + args.batch_size]) for i in range(0, len(pixels), args.batch_size)
@@ -94,20 +104,41 @@ def main() -> None:
             for fn in runs[name]:
                 fn()  # trace and warm up
         timings = {name: [0.0, 0.0] for name in runs}
+        usage = {name: machine.Usage() for name in runs}
         for _ in range(args.rounds):  # alternate, so drift on a shared machine hits both
             for name, (forward, files) in runs.items():
-                timings[name][0] = max(timings[name][0], rate(forward, len(pixels)))
-                timings[name][1] = max(timings[name][1], rate(files, len(paths)))
+                timings[name][0] = max(timings[name][0], rate(forward, len(pixels), usage[name]))
+                timings[name][1] = max(timings[name][1], rate(files, len(paths), usage[name]))
     print(
         f"{args.backbone} at {args.height}x{args.width}, batch {args.batch_size}, "
         f"{args.images} images, best of {args.rounds} alternating rounds"
     )
-    print(f"{'':10s} {'forward img/s':>14s} {'from JPEG img/s':>16s}")
+    flops = forward_flops(encoder.backbone)
+    print(f"{flops / 1e9:.3f} GFLOP per image (convolutions of the forward pass)")
+    print(
+        f"{'':10s} {'forward img/s':>14s} {'from JPEG img/s':>16s} {'forward GFLOP/s':>16s} "
+        f"{'of peak':>8s} {'kernel CPU':>11s} {'faults/image':>13s}"
+    )
+    report = {"machine": here.describe(), "gflop_per_img": flops / 1e9}
     for name, (forward, files) in timings.items():
-        print(f"{name:10s} {forward:14.0f} {files:16.0f}")
+        gflops = forward * flops / 1e9
+        faults = usage[name].minor_faults / (2 * args.rounds * args.images)
+        print(
+            f"{name:10s} {forward:14.0f} {files:16.0f} {gflops:16.1f} "
+            f"{gflops / here.peak_gflops:8.1%} {usage[name].sys_share:11.1%} {faults:13.1f}"
+        )
+        report[name] = {
+            "forward_img_s": forward,
+            "jpeg_img_s": files,
+            "peak_share": gflops / here.peak_gflops,
+            "sys_share": usage[name].sys_share,
+            "faults_per_image": faults,
+        }
     (f_u, j_u), (f_f, j_f) = timings["unfolded"], timings["folded"]
     print(f"folded / unfolded: forward {f_f / f_u:.2f}x, from JPEG {j_f / j_u:.2f}x")
     print(f"largest cosine distance between the two embeddings: {gap:.2e}")
+    if args.json:
+        print(json.dumps(report))
 
 
 if __name__ == "__main__":

@@ -35,7 +35,7 @@ import time
 
 import numpy as np
 from cluster_bench import EPS, K1, K2, MIN_SAMPLES, mixture_features
-from measure import peak_mib, rss_mib, run_worker
+from measure import fixed_eps_labels, peak_mib, rss_mib, run_worker
 
 HNSW_EF_CONSTRUCTION = 40
 BATCH = 16384
@@ -75,7 +75,6 @@ def worker(method: str, n: int, d: int, seed: int, ids_out: str, labels_out: str
     ``labels_out``, also the pseudo labels clustered from them (eps 0.6, as cluster_bench)."""
     import faiss
 
-    from maskpre_tf.clustering.cluster import cluster
     from maskpre_tf.clustering.jaccard import neighbour_depth
 
     faiss.omp_set_num_threads(os.cpu_count() or 1)
@@ -85,7 +84,7 @@ def worker(method: str, n: int, d: int, seed: int, ids_out: str, labels_out: str
     growth = peak_mib() - before
     np.save(ids_out, ids)
     if labels_out:
-        np.save(labels_out, cluster(x, eps=EPS, min_samples=MIN_SAMPLES, k1=K1, k2=K2, ranks=ids))
+        np.save(labels_out, fixed_eps_labels(x, EPS, MIN_SAMPLES, K1, K2, ranks=ids))
     return {"method": method, **times, "growth_mib": growth}
 
 

@@ -14,7 +14,10 @@ import os
 import resource
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 for _path in (REPO, REPO / "tests"):
@@ -78,3 +81,26 @@ def fastest(runs: list[dict]) -> dict | None:
     best["growth_mib"] = max(r["growth_mib"] for r in runs)
     best["runs"] = len(runs)
     return best
+
+
+def fixed_eps_labels(
+    x: np.ndarray,
+    eps: float,
+    min_samples: int,
+    k1: int,
+    k2: int,
+    timings: dict | None = None,
+    **graph_options,
+) -> np.ndarray:
+    """Our pseudo labels at a fixed eps, from the two public steps (the k-reciprocal Jaccard
+    graph, then DBSCAN) so that the graph's options (``ranks``, ``index``, ``convention``) can
+    be set; ``timings`` receives "knn", "jaccard" and "dbscan" seconds."""
+    from maskpre_tf.clustering.cluster import jaccard_graph
+    from maskpre_tf.clustering.dbscan import dbscan_labels
+
+    clock = {} if timings is None else timings
+    graph = jaccard_graph(x, eps, k1, k2, timings=clock, **graph_options)
+    start = time.perf_counter()
+    labels = dbscan_labels(graph, eps, min_samples)
+    clock["dbscan"] = time.perf_counter() - start
+    return labels

@@ -29,7 +29,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from maskpre_tf.data.pipeline import PKSampler, make_train_dataset, validate_images  # noqa: E402
+from maskpre_tf.data.pipeline import (  # noqa: E402
+    PKSampler,
+    TrainStream,
+    make_train_dataset,
+    validate_images,
+)
 
 
 def write_synthetic_jpegs(
@@ -99,17 +104,10 @@ def measure_train_pipeline_throughput(
     sampler = PKSampler(labels, camids, batch_size, num_instances, seed=0)
     epoch = [0]
     num_batches = max(4, count // batch_size)
-    dataset = make_train_dataset(
-        paths,
-        sampler,
-        lambda: epoch[0],
-        num_batches,
-        height,
-        width,
-        batch_size,
-        seed=0,
-        num_parallel_calls=num_parallel_calls,
+    stream = TrainStream(
+        paths, lambda: labels, lambda: epoch[0], sampler, num_batches, height, width, seed=0
     )
+    dataset = make_train_dataset(stream, num_parallel_calls=num_parallel_calls)
     iterator = iter(dataset)
     next(iterator)
     images = 0

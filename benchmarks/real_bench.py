@@ -91,10 +91,8 @@ def imagenet_row(cfg) -> dict:
     embed = tf.function(lambda x: encoder(x, training=False), reduce_retracing=True)
     row = evaluate_model(embed, data.query, data.gallery, *size)
     features = extract_features(embed, [r.path for r in data.train], *size)
-    c = cfg.clustering
-    labels, eps, _ = pseudo_labels(
-        features, c.fixed_eps, c.min_samples, c.k1, c.k2, rule=c.auto_rule
-    )
+    clustering = pseudo_labels(features, cfg.clustering)
+    labels, eps = clustering.labels, clustering.eps
     stats = cluster_statistics(labels, np.array([r.pid for r in data.train]))
     row.update(
         num_clusters=stats["num_clusters"],

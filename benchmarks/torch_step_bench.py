@@ -6,7 +6,7 @@
 The step, in both frameworks: RGB pixels in 0–255 → input normalisation → backbone (training
 mode) → GeM pooling (trainable p) → BN neck (frozen shift) → L2 → cosine logits against one
 prototype per cluster at τ → cross-entropy → Adam (L2 on the gradients) → momentum update of the
-batch's prototypes. Ours is the cluster-contrast baseline's real step (``Trainer._step_fn`` of
+batch's prototypes. Ours is the cluster-contrast baseline's real step (``Trainer.step`` of
 the protocol with MaskPre's parts and the camera memory off; it also moves the EMA teacher,
 work PyTorch's side does not do). PyTorch's side is written here from the same definitions with
 the reference trunks of ``tests/torch_reference_models.py`` (random weights), channels_last,

@@ -2,10 +2,10 @@
 
 (a) plain: the same protocol with MaskPre's own parts switched off (one view, no mask
     prediction, no consistency) — the cluster-contrast baseline's real training step
-    (``Trainer._step_fn``: forward, loss, Adam, memory and EMA updates), built and run under
+    (``Trainer.step``: forward, loss, Adam, memory and EMA updates), built and run under
     the strategy training uses (``--strategy=mirrored``: mirrored variables even on one device);
 (b) MaskPre: teacher forward, two DropBlock views, mask-prediction and consistency heads, Adam,
-    memory and EMA updates (the same ``Trainer._step_fn``).
+    memory and EMA updates (the same ``Trainer.step``).
 Both use the same backbone, batch and input; each precision runs in the same process, the two
 steps timed in alternating rounds (best of each). Prints images/s and the cost ratio (b)/(a)
 (goal <= 1.3), then the full step at each prototype capacity of ``--capacities`` with the same
@@ -20,25 +20,27 @@ random weights). ResNet-50: --backbone=resnet50 --height=256 --width=128 --batch
 from __future__ import annotations
 
 import argparse
-import os
-import sys
+import json
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# This checkout's package, also when another checkout is the installed one.
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+import machine  # this checkout's package first on sys.path
+
+if __name__ == "__main__":
+    machine.start()
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from flops import step_flops  # noqa: E402
 
 from maskpre_tf.config import TrainConfig  # noqa: E402
 from maskpre_tf.config_flags import config_from_argv  # noqa: E402
-from maskpre_tf.data.pipeline import make_train_dataset  # noqa: E402
+from maskpre_tf.data.pipeline import TrainStream, make_train_dataset  # noqa: E402
 from maskpre_tf.data.sampler import PKSampler  # noqa: E402
 from maskpre_tf.models.maskpre import build_maskpre  # noqa: E402
-from maskpre_tf.training.loop import Trainer, make_strategy  # noqa: E402
+from maskpre_tf.training.distribute import make_strategy  # noqa: E402
+from maskpre_tf.training.loop import Trainer  # noqa: E402
 
 # MaskPre's own parts switched off: the plain single-view step.
 PARTS_OFF = {"drop_rate": 0.0, "mask_weight": 0.0, "consistency_weight": 0.0}
@@ -81,7 +83,8 @@ def synthetic_batch(cfg: TrainConfig, seed: int = 0) -> dict[str, tf.Tensor]:
 
 
 def step_runner(cfg: TrainConfig, capacity: int, batch: dict[str, tf.Tensor]):
-    """A zero-argument callable running one real training step; returns its loss tensor.
+    """(A zero-argument callable running one real training step and returning its loss tensor,
+    the model it trains.)
 
     The model holds ``capacity`` training images (prototype and proxy tables of that many rows),
     of which the first ``LIVE_IMAGES`` form clusters of ``num_instances`` images on 6 cameras.
@@ -99,47 +102,83 @@ def step_runner(cfg: TrainConfig, capacity: int, batch: dict[str, tf.Tensor]):
     camids = np.arange(capacity) % 6
     with strategy.scope():
         model.reset_memories(features, labels, camids)
-    trainer = Trainer(model, strategy, tf.data.Dataset.from_tensors(batch).repeat(), 1, [])
+    trainer = Trainer(model, strategy, tf.data.Dataset.from_tensors(batch).repeat(), 1)
     iterator = iter(trainer.dist_dataset)
     keras.mixed_precision.set_global_policy("float32")
-    return lambda: trainer._step_fn(iterator)["loss"]
+    return (lambda: trainer.step(iterator)["loss"]), model
 
 
-def images_per_second(run, batch_size: int, steps: int, warmup: int = 3) -> float:
-    """Throughput of ``steps`` calls of ``run`` after ``warmup`` untimed ones (images/s)."""
+def images_per_second(
+    run, batch_size: int, steps: int, usage: machine.Usage, warmup: int = 3
+) -> float:
+    """Throughput of ``steps`` calls of ``run`` after ``warmup`` untimed ones (images/s); the
+    timed steps' CPU time and page faults are added to ``usage``."""
     for _ in range(warmup):
         float(run())
-    start = time.perf_counter()
-    for _ in range(steps):
-        out = run()
-    float(out)
-    return batch_size * steps / (time.perf_counter() - start)
+    with usage:
+        start = time.perf_counter()
+        for _ in range(steps):
+            out = run()
+        float(out)
+        elapsed = time.perf_counter() - start
+    return batch_size * steps / elapsed
 
 
-def best_of_rounds(runs: list, batch_size: int, steps: int, rounds: int) -> list[float]:
-    """Each run's best images/s over ``rounds`` alternating rounds (the machine is shared)."""
+def best_of_rounds(
+    runs: list, batch_size: int, steps: int, rounds: int
+) -> tuple[list[float], list[machine.Usage]]:
+    """Each run's best images/s over ``rounds`` alternating rounds (the machine is shared), and
+    its CPU time and faults summed over all its timed steps (``rounds x steps``)."""
     best = [0.0] * len(runs)
+    usage = [machine.Usage() for _ in runs]
     for _ in range(rounds):
         for i, run in enumerate(runs):
-            best[i] = max(best[i], images_per_second(run, batch_size, steps))
-    return best
+            best[i] = max(best[i], images_per_second(run, batch_size, steps, usage[i]))
+    return best, usage
 
 
-def bench_precision(cfg: TrainConfig, steps: int, rounds: int) -> tuple[float, float]:
-    """(plain, MaskPre) images/s of one precision, at a capacity of 4 batches."""
+def step_figures(ips: float, usage: machine.Usage, flops: int, steps: int, peak: float) -> dict:
+    """One step's figures: images/s, FLOPs per image, GFLOP/s and share of the FMA peak, the
+    kernel's share of the CPU time and minor page faults per step (over ``steps`` timed)."""
+    return {
+        "img_s": ips,
+        "gflop_per_img": flops / 1e9,
+        "gflop_s": ips * flops / 1e9,
+        "peak_share": ips * flops / 1e9 / peak,
+        "sys_share": usage.sys_share,
+        "faults_per_step": usage.minor_faults / steps,
+    }
+
+
+def bench_precision(cfg: TrainConfig, steps: int, rounds: int, peak: float) -> dict[str, dict]:
+    """{"plain": figures, "maskpre": figures} of one precision, at a capacity of 4 batches."""
     batch = synthetic_batch(cfg)
     capacity = max(LIVE_IMAGES, 4 * cfg.optim.batch_size)
-    plain = step_runner(cfg.replace(**PARTS_OFF), capacity, batch)
-    full = step_runner(cfg, capacity, batch)
-    plain_ips, full_ips = best_of_rounds([plain, full], cfg.optim.batch_size, steps, rounds)
-    return plain_ips, full_ips
+    plain_cfg = cfg.replace(**PARTS_OFF)
+    plain, plain_model = step_runner(plain_cfg, capacity, batch)
+    full, full_model = step_runner(cfg, capacity, batch)
+    speeds, usage = best_of_rounds([plain, full], cfg.optim.batch_size, steps, rounds)
+    result = {}
+    for name, c, model, ips, use in zip(
+        ("plain", "maskpre"),
+        (plain_cfg, cfg),
+        (plain_model, full_model),
+        speeds,
+        usage,
+        strict=True,
+    ):
+        m = c.maskpre
+        teacher = m.mask_weight > 0 or m.consistency_weight > 0
+        flops = step_flops(model, m.drop_rate, m.mask_weight, teacher)
+        result[name] = step_figures(ips, use, flops, steps * rounds, peak)
+    return result
 
 
 def bench_capacity(cfg: TrainConfig, capacities: list[int], steps: int, rounds: int) -> list:
     """MaskPre images/s at each prototype capacity, the same live clusters in each."""
     batch = synthetic_batch(cfg)
-    runs = [step_runner(cfg, capacity, batch) for capacity in capacities]
-    return best_of_rounds(runs, cfg.optim.batch_size, steps, rounds)
+    runs = [step_runner(cfg, capacity, batch)[0] for capacity in capacities]
+    return best_of_rounds(runs, cfg.optim.batch_size, steps, rounds)[0]
 
 
 def bench_pipeline(cfg: TrainConfig, batches: int) -> float:
@@ -160,17 +199,18 @@ def bench_pipeline(cfg: TrainConfig, batches: int) -> float:
             optim.num_instances,
             seed=0,
         )
-        dataset = make_train_dataset(
+        stream = TrainStream(
             [r.path for r in train],
-            sampler,
+            lambda: labels,
             lambda: 0,
+            sampler,
             batches,
             data.height,
             data.width,
-            optim.batch_size,
             seed=0,
             pad=data.pad,
         )
+        dataset = make_train_dataset(stream)
         for _ in dataset.take(2):  # warm-up: graph building, file cache
             pass
         start = time.perf_counter()
@@ -191,10 +231,14 @@ def main() -> None:
     parser.add_argument("--precisions", default="float32,mixed_bfloat16")
     parser.add_argument("--capacities", default="12936,100000", help="'' skips the comparison")
     parser.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    parser.add_argument("--pipeline", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--json", action="store_true", help="end with the figures as JSON")
     parser.add_argument("--quick", action="store_true", help="few steps, small batch")
     args = parser.parse_args()
     if args.quick:
         args.steps, args.batch_size, args.rounds = 3, 16, 1
+    here = machine.machine()
+    print(here.describe(), flush=True)
     overrides = {
         k: getattr(args, k) for k in ("backbone", "height", "width", "batch_size", "num_instances")
     }
@@ -207,17 +251,28 @@ def main() -> None:
         f"{', camera proxies' if cfg.maskpre.camera_memory else ''}, "
         f"devices {[d.name for d in tf.config.list_logical_devices()]}"
     )
-    demand = 0.0
-    print(f"{'precision':>16} {'plain img/s':>12} {'MaskPre img/s':>14} {'cost ratio':>11}")
+    report = {"machine": here.describe(), "precisions": {}}
+    print(
+        f"{'precision':>16} {'step':>8} {'img/s':>7} {'GFLOP/img':>9} {'GFLOP/s':>8} "
+        f"{'of peak':>7} {'kernel CPU':>10} {'faults/step':>11}"
+    )
     for precision in precisions:
-        plain_ips, full_ips = bench_precision(
-            bench_config(args.flagfile, overrides, precision), args.steps, args.rounds
+        figures = bench_precision(
+            bench_config(args.flagfile, overrides, precision),
+            args.steps,
+            args.rounds,
+            here.peak_gflops,
         )
-        demand = max(demand, full_ips)
-        print(
-            f"{precision:>16} {plain_ips:12.1f} {full_ips:14.1f} "
-            f"{plain_ips / full_ips:10.2f}x  (goal <= 1.3x)"
-        )
+        report["precisions"][precision] = figures
+        for name, f in figures.items():
+            print(
+                f"{precision:>16} {name:>8} {f['img_s']:7.1f} {f['gflop_per_img']:9.3f} "
+                f"{f['gflop_s']:8.1f} {f['peak_share']:7.1%} {f['sys_share']:10.1%} "
+                f"{f['faults_per_step']:11.0f}"
+            )
+        ratio = figures["plain"]["img_s"] / figures["maskpre"]["img_s"]
+        print(f"{precision:>16} MaskPre cost {ratio:.2f}x the plain step (goal <= 1.3x)")
+    demand = max(f["maskpre"]["img_s"] for f in report["precisions"].values())
     if args.capacities:
         capacities = [int(c) for c in args.capacities.split(",")]
         speeds = bench_capacity(cfg, capacities, args.steps, args.rounds)
@@ -227,11 +282,15 @@ def main() -> None:
                 f" live clusters, {precisions[0]}): {ips:.1f} img/s, step time "
                 f"{speeds[0] / ips:.3f}x the first (goal <= 1.05x)"
             )
-    pipe_ips = bench_pipeline(cfg, batches=max(4, 2 * args.steps))
-    print(
-        f"input pipeline: {pipe_ips:.1f} img/s = {pipe_ips / demand:.1f}x the fastest "
-        "MaskPre step's demand (goal >= 3x)"
-    )
+    if args.pipeline:
+        pipe_ips = bench_pipeline(cfg, batches=max(4, 2 * args.steps))
+        report["pipeline_img_s"] = pipe_ips
+        print(
+            f"input pipeline: {pipe_ips:.1f} img/s = {pipe_ips / demand:.1f}x the fastest "
+            "MaskPre step's demand (goal >= 3x)"
+        )
+    if args.json:
+        print(json.dumps(report))
 
 
 if __name__ == "__main__":

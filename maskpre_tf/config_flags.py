@@ -24,11 +24,19 @@ def flag_fields() -> list[tuple[str, dataclasses.Field]]:
     ]
 
 
+def flag_help(f: dataclasses.Field) -> str:
+    """A field's help text with its choices, as ``--help`` shows it."""
+    choices = [c or "''" for c in f.metadata["choices"]]
+    return f"{f.metadata['help']} (one of: {', '.join(choices)})" if choices else f.metadata["help"]
+
+
 def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """Define one absl flag per flag field of every section, with its default and help."""
     for _, f in flag_fields():
-        args = (f.name, f.default, f.metadata["help"])
-        if isinstance(f.default, bool):
+        args = (f.name, f.default, flag_help(f))
+        if f.metadata["parse"] is not None:  # text parsed by the field itself (e.g. --eps)
+            flags.DEFINE_string(f.name, str(f.default), flag_help(f), flag_values=flag_values)
+        elif isinstance(f.default, bool):
             flags.DEFINE_bool(*args, flag_values=flag_values)
         elif isinstance(f.default, int):
             flags.DEFINE_integer(*args, flag_values=flag_values)
@@ -47,7 +55,10 @@ def config_from_flags(flag_values: flags.FlagValues, resolve_weights: bool = Tru
     """
     from maskpre_tf.weights.origin import resolve_origin
 
-    values = {f.name: flag_values[f.name].value for _, f in flag_fields()}
+    values = {}
+    for _, f in flag_fields():
+        value = flag_values[f.name].value
+        values[f.name] = f.metadata["parse"](value) if f.metadata["parse"] else value
     config = TrainConfig().replace(**values)
     config.validate()
     if not resolve_weights:

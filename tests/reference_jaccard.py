@@ -24,7 +24,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from sklearn.cluster import DBSCAN
 
-from maskpre_tf.clustering.cluster import relabel
+from maskpre_tf.clustering.dbscan import relabel
 from maskpre_tf.clustering.knn import as_unit_rows, check_features, knn_search
 
 

@@ -13,6 +13,7 @@ from maskpre_tf.clustering.auto_eps import (
     plateau_end,
 )
 from maskpre_tf.clustering.cluster import cluster_statistics, jaccard_graph, pseudo_labels
+from maskpre_tf.config import ClusteringConfig
 
 
 def graph(pairs: list[tuple[int, int, float]], n: int) -> sp.csr_array:
@@ -50,14 +51,15 @@ def test_linked_pair_f1_by_hand():
 def test_linked_rule_recovers_separated_clusters_that_most_clusters_fragments():
     for seed, spread in ((0, 0.15), (1, 0.3), (2, 0.4)):
         features, pids = blobs(ids=30, per_id=20, spread=spread, seed=seed)
-        labels, eps, _ = pseudo_labels(features, None, 4, k1=10, k2=3, rule="auto_linked")
+        clustering = pseudo_labels(features, ClusteringConfig("auto_linked", k1=10, k2=3))
+        labels, eps = clustering.labels, clustering.eps
         stats = cluster_statistics(labels, pids)
         assert eps in GRID and stats["num_clusters"] == 30 and stats["ari"] > 0.99, (seed, eps)
         # The training path and the rule on the graph agree.
         dist = jaccard_graph(features, GRID[-1], 10, 3)
         assert choose_eps(dist, 4, rule="auto_linked") == eps
         # With no merging inside the grid, the count peaks where identities are fragments.
-        fragments, _, _ = pseudo_labels(features, None, 4, k1=10, k2=3, rule="auto")
+        fragments = pseudo_labels(features, ClusteringConfig("auto", k1=10, k2=3)).labels
         assert cluster_statistics(fragments, pids)["ari"] < 0.7
 
 
@@ -84,5 +86,5 @@ def test_a_tolerance_moves_the_choice_to_larger_eps_on_a_flat_count():
     wide = choose_eps(dist, 4, rule="auto", tolerance=0.05)
     # Counts 46, 46, 45 at eps 0.350-0.400: the peak is the first, the plateau ends at 0.400.
     assert (peak, wide) == (0.35, 0.4)
-    _, eps, _ = pseudo_labels(features, None, 4, k1=10, k2=3, rule="auto", tolerance=0.05)
+    eps = pseudo_labels(features, ClusteringConfig("auto", 0.05, k1=10, k2=3)).eps
     assert eps == wide

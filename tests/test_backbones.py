@@ -33,7 +33,8 @@ def test_output_grid(name, last_stride, grid):
 @pytest.mark.parametrize("name", ["resnet_small", "mobilenet_v2"])
 def test_split_at_the_inner_stage_composes_to_the_whole(name):
     model = build_backbone(name, SHAPE, weights="none")
-    front, back = split_backbone(model, INNER_STAGE[name])
+    split = split_backbone(model, INNER_STAGE[name])
+    front, back = split.front, split.back
     x = np.random.default_rng(0).normal(size=(2, *SHAPE)).astype(np.float32)
     np.testing.assert_allclose(back(front(x)), model(x), rtol=1e-5, atol=1e-5)
     assert tuple(front.output.shape[1:3]) == tuple(model.output.shape[1:3])  # same grid

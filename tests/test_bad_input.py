@@ -32,7 +32,7 @@ from maskpre_tf.data.images import (
     validate_images,
 )
 from maskpre_tf.errors import EXIT_USER_ERROR, UserError, flag_error_message
-from maskpre_tf.training.loop import make_strategy, tf_config_problem
+from maskpre_tf.training.distribute import make_strategy, tf_config_problem
 
 
 def run_cli(module: str, *args: str, **env: str) -> subprocess.CompletedProcess:

@@ -15,13 +15,32 @@ from sklearn.metrics import adjusted_rand_score
 
 from maskpre_tf.clustering.cluster import (
     camera_centered_features,
-    cluster,
     cluster_statistics,
-    relabel,
+    jaccard_graph,
+    pseudo_labels,
 )
+from maskpre_tf.clustering.dbscan import dbscan_labels, relabel
 from maskpre_tf.clustering.jaccard import DEFAULT_CONVENTION, jaccard_distance
 from maskpre_tf.clustering.knn import as_unit_rows, knn_recall, knn_search, l2_normalize
+from maskpre_tf.config import ClusteringConfig
 from maskpre_tf.errors import UserError
+
+
+def cluster(
+    x: np.ndarray,
+    eps: float = 0.6,
+    min_samples: int = 4,
+    k1: int = 30,
+    k2: int = 6,
+    camids: np.ndarray | None = None,
+    convention: str = DEFAULT_CONVENTION,
+) -> np.ndarray:
+    """Labels at a fixed eps: training's entry point, or its two steps for another convention."""
+    if convention == DEFAULT_CONVENTION:
+        cfg = ClusteringConfig(eps, 0.0, min_samples, k1, k2, camera_aware=camids is not None)
+        return pseudo_labels(x, cfg, camids).labels
+    graph = jaccard_graph(x, eps, k1, k2, camids, convention=convention)
+    return dbscan_labels(graph, eps, min_samples)
 
 
 def gaussian_mixture(

@@ -11,14 +11,14 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from maskpre_tf.config import TrainConfig  # noqa: E402
+from maskpre_tf.config import ClusteringConfig, TrainConfig  # noqa: E402
 from maskpre_tf.data.datasets import load_dataset  # noqa: E402
 from maskpre_tf.data.decoded import decode_images, decoded_mib  # noqa: E402
 from maskpre_tf.data.pipeline import make_eval_dataset  # noqa: E402
 from maskpre_tf.errors import UserError  # noqa: E402
 from maskpre_tf.evaluation.extract import extract_features  # noqa: E402
 from maskpre_tf.training.clustering_callback import ClusteringCallback  # noqa: E402
-from maskpre_tf.training.loop import WorkerInfo  # noqa: E402
+from maskpre_tf.training.distribute import WorkerInfo  # noqa: E402
 
 NATIVE = (128, 64)  # the generated crops' own size
 
@@ -61,8 +61,8 @@ def test_features_from_decoded_crops_equal_those_from_the_files(synth_market):
 
 def _callback(root: str, cache_mib: int, lines: list[str]) -> ClusteringCallback:
     train = load_dataset("market1501", root, verbose=False).train
-    cfg = TrainConfig().replace(height=NATIVE[0], width=NATIVE[1], image_cache_mib=cache_mib)
-    return ClusteringCallback(None, train, None, cfg, _embed, log=lines.append)
+    cfg = ClusteringConfig(image_cache_mib=cache_mib)
+    return ClusteringCallback(None, train, cfg, NATIVE, 1, _embed, log=lines.append)
 
 
 @pytest.mark.parametrize("cache_mib", [2048, 0, 1])

@@ -22,30 +22,30 @@ def files(tmp_path_factory):
 
 
 def _train_setup(paths, labels, erase_prob=0.0, extra_batches=None, input_context=None):
+    """(sampler, [epoch], [labels] — the homes the stream reads, dataset)."""
     cams = np.arange(len(paths)) % 3
     sampler = PKSampler(labels, cams, batch_size=8, num_instances=2, seed=0)
-    epoch = [0]
-    dataset = pipeline.make_train_dataset(
+    epoch, home = [0], [labels]
+    stream = pipeline.TrainStream(
         paths,
-        sampler,
+        lambda: home[0],
         lambda: epoch[0],
+        sampler,
         3,
         H,
         W,
-        8,
         seed=7,
         pad=2,
         erase_prob=erase_prob,
-        extra_batches=extra_batches,
-        input_context=input_context,
     )
-    return sampler, epoch, dataset
+    dataset = pipeline.make_train_dataset(stream, input_context, extra_batches=extra_batches)
+    return sampler, epoch, home, dataset
 
 
 def test_train_dataset_shapes_labels_and_redriving(files):
     paths = files["solid"]
     labels = np.arange(len(paths)) // 3
-    sampler, epoch, dataset = _train_setup(paths, labels)
+    sampler, epoch, home, dataset = _train_setup(paths, labels)
     assert dataset.cardinality().numpy() == 3
     assert dataset.element_spec["image"].shape == (8, H, W, 3)
     assert dataset.element_spec["label"].shape == (8,)
@@ -66,7 +66,7 @@ def test_train_dataset_shapes_labels_and_redriving(files):
 
     epoch[0] = 1
     new_labels = (np.arange(len(paths)) % 4).astype(np.int64)
-    sampler.set_labels(new_labels)
+    home[0] = new_labels  # a clustering wrote the labels' home
     redriven = list(dataset)
     assert len(redriven) == 3
     second = np.concatenate([b["index"].numpy() for b in redriven])
@@ -83,7 +83,7 @@ def test_train_dataset_survives_corrupt_file(files, capfd):
     paths[4] = files["truncated_jpeg"]
     paths[9] = files["missing"]
     labels = np.arange(len(paths)) // 2  # 12 clusters of 2: the bad files are drawn every epoch
-    _, _, dataset = _train_setup(paths, labels, erase_prob=0.5)
+    _, _, _, dataset = _train_setup(paths, labels, erase_prob=0.5)
     batches = list(dataset)
     assert len(batches) == 3
     for batch in batches:
@@ -99,13 +99,13 @@ def test_train_dataset_refills_from_spare_chunks_then_reports_exhaustion(files):
     for bad in range(0, 24, 3):  # one image in three is unreadable
         paths[bad] = files["truncated_png"]
     labels = np.arange(len(paths)) // 2
-    _, _, dataset = _train_setup(paths, labels, extra_batches=1)
+    _, _, _, dataset = _train_setup(paths, labels, extra_batches=1)
     batches = list(dataset)  # needs several 1-batch spare chunks
     assert len(batches) == 3
     index = np.concatenate([b["index"].numpy() for b in batches])
     assert not np.isin(index, np.arange(0, 24, 3)).any()
     all_bad = [files["truncated_png"]] * 24
-    _, _, dataset = _train_setup(all_bad, labels, extra_batches=1)
+    _, _, _, dataset = _train_setup(all_bad, labels, extra_batches=1)
     with pytest.raises(tf.errors.OpError, match="ran out of readable images"):
         list(dataset)
 
@@ -124,12 +124,12 @@ def _by_key(batches):
 def test_sharded_pipelines_decode_disjoint_shares_of_the_same_batches(files, pipelines, replicas):
     paths = files["solid"]
     labels = np.arange(len(paths)) // 3
-    _, _, whole = _train_setup(paths, labels, erase_prob=0.5)
+    _, _, _, whole = _train_setup(paths, labels, erase_prob=0.5)
     expected = list(whole)
     shares = []
     for pipeline_id in range(pipelines):
         context = tf.distribute.InputContext(pipelines, pipeline_id, replicas)
-        _, _, dataset = _train_setup(paths, labels, erase_prob=0.5, input_context=context)
+        _, _, _, dataset = _train_setup(paths, labels, erase_prob=0.5, input_context=context)
         per_pipeline = replicas // pipelines
         assert dataset.cardinality().numpy() == 3 * per_pipeline
         assert dataset.element_spec["image"].shape == (8 // replicas, H, W, 3)
@@ -151,7 +151,7 @@ def test_sharded_pipeline_refills_its_own_skipped_group(files, capfd):
     rows = []
     for pipeline_id in range(2):
         context = tf.distribute.InputContext(2, pipeline_id, 2)
-        _, _, dataset = _train_setup(paths, labels, input_context=context)
+        _, _, _, dataset = _train_setup(paths, labels, input_context=context)
         batches = list(dataset)
         assert len(batches) == 3
         for batch in batches:
@@ -178,7 +178,7 @@ def test_eval_dataset_preserves_order_and_keeps_last_batch(files):
 def test_train_keys_are_unique_per_draw_even_for_repeated_images(files):
     paths = files["solid"]
     labels = np.arange(len(paths))  # every image its own identity: each batch repeats them
-    _, epoch, dataset = _train_setup(paths, labels)
+    _, epoch, _, dataset = _train_setup(paths, labels)
     keys = []
     for e in (0, 1):
         epoch[0] = e

@@ -94,7 +94,7 @@ def test_reset_memories_normalises_and_counts(model):
 
 def _fit(model, steps=2, seed=0):
     dataset = tf.data.Dataset.from_tensors(_batch(seed)).repeat()
-    return Trainer(model, tf.distribute.get_strategy(), dataset, steps, []).fit(0, 1)
+    return Trainer(model, tf.distribute.get_strategy(), dataset, steps).train_epoch(0)
 
 
 def test_step_trains_student_moves_teacher_and_memory(model):
@@ -187,9 +187,9 @@ def test_non_finite_loss_stops_the_run():
     batch = _batch()
     batch["image"][0, 0, 0, 0] = np.nan
     dataset = tf.data.Dataset.from_tensors(batch).repeat()
-    trainer = Trainer(model, tf.distribute.get_strategy(), dataset, 1, [])
+    trainer = Trainer(model, tf.distribute.get_strategy(), dataset, 1)
     with pytest.raises(NonFiniteLossError, match="last good checkpoint"):
-        trainer.fit(0, 1)
+        trainer.train_epoch(0)
 
 
 @pytest.mark.parametrize("variant", ["cluster", pytest.param("camera", marks=pytest.mark.slow)])

@@ -40,6 +40,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from maskpre_tf.clustering.dbscan import dbscan_labels
 from maskpre_tf.config import AUTO_EPS
 
 # Candidate eps: the range re-ID recipes use and beyond, in steps of 0.025.
@@ -85,8 +86,6 @@ def cluster_counts(
     Args:
       dist: [N, N] sparse Jaccard distances, built with ``max_distance >= max(grid)``.
     """
-    from maskpre_tf.clustering.cluster import dbscan_labels
-
     return [int(dbscan_labels(dist, eps, min_samples).max()) + 1 for eps in grid]
 
 
@@ -98,8 +97,6 @@ def linked_pair_scores(
     Args:
       dist: [N, N] sparse Jaccard distances, built with ``max_distance >= max(grid)``.
     """
-    from maskpre_tf.clustering.cluster import dbscan_labels
-
     rows, cols = linked_pairs(dist)
     return [linked_pair_f1(dbscan_labels(dist, eps, min_samples), rows, cols) for eps in grid]
 

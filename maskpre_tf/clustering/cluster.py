@@ -1,14 +1,17 @@
 """Pseudo labels: DBSCAN over sparse k-reciprocal Jaccard distances, and cluster statistics.
 
-:func:`cluster` is what training calls once an epoch: features in, one integer label per sample
-out (``-1`` = outlier, dropped from training). It reproduces the standard recipe of
-cluster-contrast / SpCL / MMT (k-reciprocal Jaccard distance with ``k1 = 30, k2 = 6``, then
-DBSCAN with ``eps = 0.6, min_samples = 4`` on precomputed distances) without any ``N x N``
-array: only the pairs within ``eps`` are kept, and scikit-learn's DBSCAN reads them as a sparse
-precomputed matrix (a pair that is not stored counts as farther than ``eps``; a stored 0 is a
-real distance 0; scikit-learn adds each point's self-distance itself). Because every pair with
-no k-reciprocal overlap has distance exactly 1, the result equals the dense recipe's whenever
-``eps < 1``.
+:func:`pseudo_labels` is the one entry point, what training calls once an epoch: features and
+the run's clustering settings (:class:`~maskpre_tf.config.ClusteringConfig`) in, one integer
+label per sample out (``-1`` = outlier). It reproduces the standard recipe of cluster-contrast /
+SpCL / MMT (k-reciprocal Jaccard distance with ``k1 = 30, k2 = 6``, then DBSCAN with
+``min_samples = 4`` on precomputed distances) at a fixed eps or at the eps a rule chooses
+(:mod:`.auto_eps`), without any ``N x N`` array: :func:`jaccard_graph` keeps only the pairs
+within the largest eps considered, and :func:`~.dbscan.dbscan_labels` reads them. Because every
+pair with no k-reciprocal overlap has distance exactly 1, the result equals the dense recipe's
+whenever ``eps < 1``.
+
+Layers, each importing only those below it: :mod:`.knn` (neighbours) → :mod:`.jaccard` →
+:mod:`.dbscan` → :mod:`.auto_eps` → this module.
 
 :func:`cluster_statistics` summarises a labelling (and scores it against ground-truth ids when
 they exist, for diagnostics only).
@@ -17,47 +20,20 @@ they exist, for diagnostics only).
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import DBSCAN
+import scipy.sparse as sp
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 from sklearn.metrics.cluster import contingency_matrix
 
+from maskpre_tf.clustering.auto_eps import MAX_EPS, choose_eps
+from maskpre_tf.clustering.dbscan import check_dbscan_args, dbscan_labels
 from maskpre_tf.clustering.jaccard import DEFAULT_CONVENTION, jaccard_distance, neighbour_depth
 from maskpre_tf.clustering.knn import as_unit_rows, check_features, knn_search, l2_normalize
+from maskpre_tf.config import ClusteringConfig
 from maskpre_tf.errors import UserError
 from maskpre_tf.kreciprocal import DEFAULT_MAX_TRIPLES
-
-
-def _check_dbscan_args(eps: float, min_samples: int) -> None:
-    if not 0.0 < float(eps) < 1.0:
-        raise UserError(
-            f"eps must lie in (0, 1) for Jaccard distances, got {eps}; typical values are "
-            "0.5-0.7 (pairs with no k-reciprocal overlap are at distance 1, so eps >= 1 would "
-            "merge everything)"
-        )
-    if int(min_samples) < 1:
-        raise UserError(f"min_samples must be >= 1, got {min_samples}; the usual value is 4")
-
-
-def relabel(labels: np.ndarray) -> np.ndarray:
-    """Renumber cluster ids to ``0..C-1`` in order of first appearance; keep ``-1`` outliers.
-
-    Args:
-      labels: ``[N]`` integer labels, negative = outlier.
-
-    Returns:
-      ``[N]`` int64 labels.
-    """
-    labels = np.asarray(labels).astype(np.int64).ravel()
-    out = np.full(labels.shape, -1, dtype=np.int64)
-    inlier = labels >= 0
-    if inlier.any():
-        uniq, first, inverse = np.unique(labels[inlier], return_index=True, return_inverse=True)
-        rank = np.empty(len(uniq), dtype=np.int64)
-        rank[np.argsort(first, kind="stable")] = np.arange(len(uniq))
-        out[inlier] = rank[inverse]
-    return out
 
 
 def camera_centered_features(features: np.ndarray, camids: np.ndarray) -> np.ndarray:
@@ -90,20 +66,6 @@ def camera_centered_features(features: np.ndarray, camids: np.ndarray) -> np.nda
     return l2_normalize(x)
 
 
-def dbscan_labels(dist, eps: float, min_samples: int = 4) -> np.ndarray:
-    """DBSCAN labels of a precomputed sparse (or dense) distance matrix at ``eps``.
-
-    Pairs stored above ``eps`` are ignored, so one matrix built with a larger ``max_distance``
-    serves every smaller eps (as the eps probe does).
-
-    Returns:
-      ``[N]`` int64 labels ``0..C-1`` numbered by first appearance, ``-1`` for outliers.
-    """
-    _check_dbscan_args(eps, min_samples)
-    model = DBSCAN(eps=float(eps), min_samples=int(min_samples), metric="precomputed")
-    return relabel(model.fit_predict(dist))
-
-
 def jaccard_graph(
     features: np.ndarray,
     max_distance: float,
@@ -120,8 +82,28 @@ def jaccard_graph(
 ):
     """The sparse k-reciprocal Jaccard distances ``<= max_distance`` that DBSCAN reads.
 
-    Arguments as :func:`cluster` (``max_distance`` in place of ``eps``). Returns an ``[N, N]``
-    float32 CSR matrix; a pair that is not stored is farther than ``max_distance``.
+    Memory grows as ``O(N * k1 * k2)``; no ``N x N`` array is built.
+
+    Args:
+      features: ``[N, D]`` real features (float32 preferred), L2-normalised inside.
+      max_distance: the largest distance kept (the largest eps DBSCAN will use), in ``(0, 1)``.
+      k1, k2: k-reciprocal neighbourhood and query-expansion sizes.
+      camids: optional ``[N]`` integer camera ids; when given, features are camera-centred
+        first (:func:`camera_centered_features`). Not combinable with ``ranks``.
+      index: k-NN back-end (``"auto"``: exact up to 200,000 samples, IVF above; ``"flat"``;
+        ``"faiss_flat"``; ``"ivf"``).
+      ranks: optional precomputed ``[N, >= neighbour_depth(N, k1, k2, convention)]`` neighbour
+        ids of the L2-normalised features (from :func:`~maskpre_tf.clustering.knn.knn_search`).
+      num_threads: faiss threads (``None``: unchanged).
+      max_triples: per-block temporary-memory cap of the Jaccard computation.
+      seed: seed of an approximate k-NN index (exact search needs none).
+      timings: if a dict is given, it receives the seconds spent in ``"knn"`` and ``"jaccard"``.
+      convention: neighbourhood sizes, ``"cluster_contrast"`` (default: ``k1`` neighbours
+        with the sample itself, as cluster-contrast's faiss search) or ``"zhong"`` (``k1 + 1``);
+        see :mod:`maskpre_tf.kreciprocal`.
+
+    Returns:
+      ``[N, N]`` float32 CSR matrix; a pair that is not stored is farther than ``max_distance``.
     """
     x = check_features(features)
     clock = {} if timings is None else timings
@@ -157,98 +139,37 @@ def jaccard_graph(
     return dist
 
 
-def cluster(
-    features: np.ndarray,
-    eps: float = 0.6,
-    min_samples: int = 4,
-    k1: int = 30,
-    k2: int = 6,
-    camids: np.ndarray | None = None,
-    index: str = "auto",
-    ranks: np.ndarray | None = None,
-    num_threads: int | None = None,
-    max_triples: int = DEFAULT_MAX_TRIPLES,
-    seed: int = 0,
-    timings: dict | None = None,
-    convention: str = DEFAULT_CONVENTION,
-) -> np.ndarray:
-    """Pseudo labels by DBSCAN over the sparse k-reciprocal Jaccard distance.
+@dataclass(frozen=True)
+class Clustering:
+    """One clustering: labels [N] int64 (``0..C-1`` by first appearance, ``-1`` outlier), the
+    eps DBSCAN ran at, and the sparse Jaccard graph it read ([N, N] CSR, pairs up to the eps
+    or up to the automatic rules' grid end)."""
 
-    Memory grows as ``O(N * k1 * k2)``; no ``N x N`` array is built.
-
-    Args:
-      features: ``[N, D]`` real features (float32 preferred), L2-normalised inside.
-      eps: DBSCAN radius on the Jaccard distance, in ``(0, 1)``.
-      min_samples: DBSCAN core-point threshold (the point itself counts).
-      k1, k2: k-reciprocal neighbourhood and query-expansion sizes.
-      camids: optional ``[N]`` integer camera ids; when given, features are camera-centred
-        first (:func:`camera_centered_features`). Not combinable with ``ranks``.
-      index: k-NN back-end (``"auto"``: exact up to 200,000 samples, IVF above; ``"flat"``;
-        ``"faiss_flat"``; ``"ivf"``).
-      ranks: optional precomputed ``[N, >= neighbour_depth(N, k1, k2, convention)]`` neighbour
-        ids of the L2-normalised features (from :func:`~maskpre_tf.clustering.knn.knn_search`).
-      num_threads: faiss threads (``None``: unchanged).
-      max_triples: per-block temporary-memory cap of the Jaccard computation.
-      seed: seed of an approximate k-NN index (exact search needs none).
-      timings: if a dict is given, it receives the seconds spent in ``"knn"``, ``"jaccard"``
-        and ``"dbscan"``.
-      convention: neighbourhood sizes, ``"cluster_contrast"`` (default: ``k1`` neighbours
-        with the sample itself, as cluster-contrast's faiss search) or ``"zhong"`` (``k1 + 1``);
-        see :mod:`maskpre_tf.kreciprocal`.
-
-    Returns:
-      ``[N]`` int64 labels ``0..C-1`` numbered by first appearance, ``-1`` for outliers.
-      Deterministic for given inputs and settings.
-    """
-    _check_dbscan_args(eps, min_samples)
-    if check_features(features).shape[0] == 0:
-        return np.empty(0, dtype=np.int64)
-    clock = {} if timings is None else timings
-    dist = jaccard_graph(
-        features,
-        eps,
-        k1,
-        k2,
-        camids,
-        index,
-        ranks,
-        num_threads,
-        max_triples,
-        seed,
-        clock,
-        convention,
-    )
-    start = time.perf_counter()
-    labels = dbscan_labels(dist, eps, min_samples)
-    clock["dbscan"] = time.perf_counter() - start
-    return labels
+    labels: np.ndarray
+    eps: float
+    graph: sp.csr_array
 
 
 def pseudo_labels(
-    features: np.ndarray,
-    eps: float | None,
-    min_samples: int = 4,
-    k1: int = 30,
-    k2: int = 6,
-    camids: np.ndarray | None = None,
-    rule: str = "auto",
-    tolerance: float = 0.0,
-) -> tuple[np.ndarray, float, object]:
-    """One epoch's pseudo labels, at a fixed eps or at the one ``rule`` chooses (``eps=None``).
+    features: np.ndarray, cfg: ClusteringConfig, camids: np.ndarray | None = None
+) -> Clustering:
+    """One epoch's pseudo labels, at ``cfg``'s fixed eps or at the one its rule chooses.
 
-    ``rule``: ``auto`` or ``auto_linked``; ``tolerance``: how far below its peak the rule's
-    score may fall at the eps chosen (:func:`~maskpre_tf.clustering.auto_eps.choose_eps`).
-
-    Returns:
-      (labels [N] as :func:`cluster`'s, the eps used, the sparse Jaccard graph DBSCAN read:
-      pairs up to the eps, or up to the automatic grid's end).
+    Args:
+      features: ``[N, D]`` real features, L2-normalised inside.
+      cfg: the clustering settings: eps (a number, ``auto`` or ``auto_linked``),
+        eps_tolerance, min_samples, k1, k2, camera_aware.
+      camids: ``[N]`` camera ids, used when ``cfg.camera_aware``.
     """
-    from maskpre_tf.clustering.auto_eps import MAX_EPS, choose_eps
-
-    dist = jaccard_graph(features, MAX_EPS if eps is None else eps, k1, k2, camids=camids)
+    eps = cfg.fixed_eps
+    check_dbscan_args(MAX_EPS if eps is None else eps, cfg.min_samples)
+    if check_features(features).shape[0] == 0:
+        return Clustering(np.empty(0, np.int64), float(eps or MAX_EPS), sp.csr_array((0, 0)))
+    centre = camids if cfg.camera_aware else None
+    dist = jaccard_graph(features, MAX_EPS if eps is None else eps, cfg.k1, cfg.k2, centre)
     if eps is None:
-        eps = choose_eps(dist, min_samples, rule=rule, tolerance=tolerance)
-    return dbscan_labels(dist, eps, min_samples), float(eps), dist
+        eps = choose_eps(dist, cfg.min_samples, rule=cfg.auto_rule, tolerance=cfg.eps_tolerance)
+    return Clustering(dbscan_labels(dist, eps, cfg.min_samples), float(eps), dist)
 
 
 def _pairs(counts: np.ndarray) -> int:

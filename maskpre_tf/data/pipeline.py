@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -32,125 +33,128 @@ def _default_extra_batches(num_batches: int) -> int:
     return max(2, -(-num_batches // 50))
 
 
-def make_train_dataset(
-    paths: Sequence[str],
-    sampler: PKSampler,
-    epoch_fn: Callable[[], int],
-    num_batches: int,
-    height: int,
-    width: int,
-    batch_size: int,
-    seed: int,
-    pad: int = 10,
-    erase_prob: float = 0.5,
-    *,
-    num_parallel_calls: int | None = None,
-    extra_batches: int | None = None,
-    input_context: tf.distribute.InputContext | None = None,
-) -> tf.data.Dataset:
-    """The training pipeline, re-driven by the sampler every time it is iterated.
+@dataclass(frozen=True)
+class TrainStream:
+    """What the training stream reads, each epoch: the images, their labels, the batch geometry.
 
-    Build it once. Each new iterator calls ``epoch_fn()`` for the current epoch number and
-    ``sampler.epoch_indices(epoch, ...)`` with the sampler's labels at that moment, so a
-    clustering step that calls ``sampler.set_labels`` before the next epoch's iterator is
-    created changes the stream without rebuilding the graph. (With Keras ``fit``, leave
-    ``steps_per_epoch`` unset: Keras then creates a fresh iterator for every epoch, after
-    ``on_epoch_begin``.)
-
-    Every image is decoded, augmented with the stateless seed
-    fold_in([seed, epoch], position in the epoch's index stream). The map runs in
-    parallel over identity groups (the K consecutive instances of one identity), with
-    deterministic ordering. A group holding an image that fails to decode is skipped as a whole
-    (which keeps every batch exactly P identities × K instances) and reported on stderr with its
-    paths; the batches refill from the stream, which samples ``extra_batches`` spare batches
-    beyond ``num_batches`` and, lazily, up to 10 more such chunks before ``take(num_batches)``.
-    The dataset's cardinality is ``num_batches``, so Keras knows the epoch length. Run
-    :func:`validate_images` first (and give bad files label −1) to keep bad files out.
-
-    Args:
+    Attributes:
       paths: image paths; the sampler's indices are rows of this list.
-      sampler: the P×K sampler (its batch size must equal ``batch_size``).
-      epoch_fn: returns the current epoch number; called once per iteration.
-      num_batches: batches per iteration (one epoch).
-      height: image height in pixels.
-      width: image width in pixels.
-      batch_size: images per batch.
+      labels: returns the labels' one home (int [N], -1 = not sampled): the run's pseudo labels
+        (checkpointed) or a labelled source's identities. Read when each epoch's iterator
+        starts, so a clustering before the epoch changes the stream without rebuilding it.
+      epoch: returns the current epoch number (seeds the sampler and the augmentation).
+      sampler: the P×K sampler (its labels are set from ``labels`` every epoch).
+      num_batches: batches per epoch.
+      height, width: image size in pixels.
       seed: augmentation seed.
       pad: Pad+RandomCrop padding in pixels.
       erase_prob: random-erasing probability.
-      num_parallel_calls: map parallelism; None = tf.data.AUTOTUNE.
-      extra_batches: batches per spare chunk; None = max(2, ceil(2% of num_batches)).
-      input_context: under ``strategy.distribute_datasets_from_function``, this input
-        pipeline's place: it then yields per-replica batches of its own identity groups only
-        (group g of the stream belongs to pipeline g mod num_input_pipelines), so each worker
-        decodes its share of every global batch and nothing else. Without skipped groups, the
-        union of the replicas' b-th batches is exactly the global batch b of the unsharded
-        stream; a skipped group is refilled from the same pipeline's next group.
-
-    Returns:
-      A dataset of exactly ``num_batches`` dicts (with ``input_context``: ``num_batches`` times
-      the replicas per pipeline, each of B / replicas rows): "image" float32 [B, H, W, 3] RGB
-      pixels in 0–255, "index" int64 [B] rows of ``paths``, "label" int64 [B] pseudo labels,
-      "key" int64 [B] unique per drawn sample (epoch · 2^32 + position in the epoch's stream;
-      DropBlock's mask key).
-      If the spare chunks run out (a large share of unreadable files), iteration fails with a
-      message naming the cause.
     """
-    if batch_size != sampler.batch_size:
-        raise ValueError(
-            f"batch_size {batch_size} differs from the sampler's batch size {sampler.batch_size}"
-        )
-    if num_batches < 1:
-        raise ValueError(f"num_batches must be positive, got {num_batches}")
-    parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
-    extra = _default_extra_batches(num_batches) if extra_batches is None else extra_batches
-    if extra < 1:
-        raise ValueError(f"extra_batches must be positive, got {extra}")
-    k = sampler.num_instances
+
+    paths: Sequence[str]
+    labels: Callable[[], np.ndarray]
+    epoch: Callable[[], int]
+    sampler: PKSampler
+    num_batches: int
+    height: int
+    width: int
+    seed: int
+    pad: int = 10
+    erase_prob: float = 0.5
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """This input pipeline's place: ``shard`` of ``shards`` pipelines feeding ``replicas``."""
+
+    shards: int
+    shard: int
+    replicas: int
+    groups_per_element: int  # identity groups in one per-replica batch
+    elements: int  # per-replica batches this pipeline yields per epoch
+
+
+def _shard_of(stream: TrainStream, context: tf.distribute.InputContext | None) -> _Shard:
+    """The geometry of one input pipeline under ``context`` (None: the only one)."""
     shards, shard, replicas = 1, 0, 1
-    if input_context is not None:
-        shards = input_context.num_input_pipelines
-        shard = input_context.input_pipeline_id
-        replicas = input_context.num_replicas_in_sync
+    if context is not None:
+        shards, shard = context.num_input_pipelines, context.input_pipeline_id
+        replicas = context.num_replicas_in_sync
+    sampler = stream.sampler
     if sampler.num_pids_per_batch % replicas:
         raise UserError(
-            f"--batch_size={batch_size} holds {sampler.num_pids_per_batch} identities of "
-            f"--num_instances={k}, which do not split over {replicas} replicas; make "
-            f"--batch_size a multiple of --num_instances x {replicas}"
+            f"--batch_size={sampler.batch_size} holds {sampler.num_pids_per_batch} identities of "
+            f"--num_instances={sampler.num_instances}, which do not split over {replicas} "
+            f"replicas; make --batch_size a multiple of --num_instances x {replicas}"
         )
-    groups_per_element = sampler.num_pids_per_batch // replicas
-    rows = groups_per_element * k
-    elements = num_batches * replicas // shards
-    paths_t = tf.constant(list(paths), dtype=tf.string)
+    groups = sampler.num_pids_per_batch // replicas
+    return _Shard(shards, shard, replicas, groups, stream.num_batches * replicas // shards)
 
-    def generate_epoch():
-        # One element per chunk of the epoch's index stream: the main chunk, then spare chunks
-        # only when skipped groups leave the batches short. Chunk c is a slice of
-        # epoch_indices(epoch, n) for growing n, whose prefixes do not depend on n.
-        epoch = int(epoch_fn())
-        labels = np.array(sampler.labels)
+
+class _EpochChunks:
+    """Generator of one epoch's index stream in chunks: (indices, labels, epoch, start).
+
+    The main chunk holds ``num_batches + extra`` batches; spare chunks of ``extra`` batches
+    follow only when skipped groups leave the batches short. Chunk c is a slice of
+    ``epoch_indices(epoch, n)`` for growing n, whose prefixes do not depend on n.
+    """
+
+    def __init__(self, stream: TrainStream, extra: int):
+        self.stream, self.extra = stream, extra
+
+    def __call__(self):
+        stream, sampler = self.stream, self.stream.sampler
+        epoch = int(stream.epoch())
+        labels = np.asarray(stream.labels(), np.int64)
+        sampler.set_labels(labels)
         done = 0
         for chunk in range(1 + _MAX_SPARE_CHUNKS):
-            wanted = num_batches + extra if chunk == 0 else extra
-            indices = sampler.epoch_indices(epoch, done + wanted)[done * batch_size :]
-            yield indices, labels[indices], np.int64(epoch), np.int64(done * batch_size)
+            wanted = stream.num_batches + self.extra if chunk == 0 else self.extra
+            indices = sampler.epoch_indices(epoch, done + wanted)[done * sampler.batch_size :]
+            yield indices, labels[indices], np.int64(epoch), np.int64(done * sampler.batch_size)
             done += wanted
         raise UserError(
             f"training epoch {epoch} ran out of readable images: more than "
-            f"{done - num_batches} batches' worth of identity groups held unreadable files; run "
-            "validate_images on the training set and drop the bad files"
+            f"{done - stream.num_batches} batches' worth of identity groups held unreadable "
+            "files; run validate_images on the training set and drop the bad files"
         )
+
+
+def _index_chunks(stream: TrainStream, extra: int) -> tf.data.Dataset:
+    """Stage 1: the epoch's index chunks, as a dataset (labels read at iterator start)."""
+    return tf.data.Dataset.from_generator(
+        _EpochChunks(stream, extra),
+        output_signature=(
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([], tf.int64),
+        ),
+    )
+
+
+def _decoded_groups(stream: TrainStream, shard: _Shard, parallel: int):
+    """Stage 2 (a flat_map function): one chunk → this pipeline's decoded identity groups.
+
+    Each image is decoded and augmented with the stateless seed fold_in([seed, epoch], its
+    position in the epoch's stream). The map runs in parallel over identity groups (the K
+    consecutive instances of one identity) with deterministic order; a group holding an image
+    that fails to decode is skipped whole and reported on stderr with its paths.
+    """
+    k = stream.sampler.num_instances
+    height, width = stream.height, stream.width
+    paths_t = tf.constant(list(stream.paths), dtype=tf.string)
 
     def epoch_groups(indices, labels, epoch, start):
         count = tf.size(indices, out_type=tf.int64)
         positions = start + tf.range(count, dtype=tf.int64)
-        base_seed = tf.stack([tf.constant(seed, tf.int64), epoch])
+        base_seed = tf.stack([tf.constant(stream.seed, tf.int64), epoch])
 
         def load_one(args):
             index, position = args
             image = load_image(tf.gather(paths_t, index), height, width)
             element_seed = tf.random.experimental.stateless_fold_in(base_seed, position)
-            return augment(image, element_seed, pad=pad, erase_prob=erase_prob)
+            return augment(image, element_seed, pad=stream.pad, erase_prob=stream.erase_prob)
 
         def load_group(group_indices, group_labels, group_positions):
             images = tf.map_fn(
@@ -167,10 +171,10 @@ def make_train_dataset(
 
         def report_skips(expected, element):
             group, group_number = element
-            gap = (group_number - expected) // shards
+            gap = (group_number - expected) // shard.shards
 
             def log():  # this pipeline's groups expected, expected + shards, ... were skipped
-                skipped_groups = tf.range(expected, group_number, shards)
+                skipped_groups = tf.range(expected, group_number, shard.shards)
                 first = skipped_groups[:, None] * k - start + tf.range(k, dtype=tf.int64)[None]
                 skipped = tf.gather(paths_t, tf.gather(indices, tf.reshape(first, [-1])))
                 tf.print(
@@ -186,39 +190,79 @@ def make_train_dataset(
                 return gap
 
             tf.cond(gap > 0, log, lambda: gap)
-            return group_number + shards, group
+            return group_number + shard.shards, group
 
         groups = tf.data.Dataset.from_tensor_slices((indices, labels, positions)).batch(k)
-        groups = groups.shard(shards, shard)  # chunks start at a whole batch: shards align
+        groups = groups.shard(shard.shards, shard.shard)  # chunks start at a whole batch
         groups = groups.map(load_group, num_parallel_calls=parallel, deterministic=True)
         groups = groups.ignore_errors()
-        return groups.scan(start // k + shard, report_skips)
+        return groups.scan(start // k + shard.shard, report_skips)
 
-    def merge_groups(groups):
-        # [P, K, ...] → [B, ...], with static shapes for Keras.
-        return {
-            "image": tf.reshape(groups["image"], [rows, height, width, 3]),
-            "index": tf.reshape(groups["index"], [rows]),
-            "label": tf.reshape(groups["label"], [rows]),
-            "key": tf.reshape(groups["key"], [rows]),
-        }
+    return epoch_groups
 
-    dataset = tf.data.Dataset.from_generator(
-        generate_epoch,
-        output_signature=(
-            tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([], tf.int64),
-            tf.TensorSpec([], tf.int64),
-        ),
-    )
-    dataset = dataset.flat_map(epoch_groups)
-    dataset = dataset.batch(groups_per_element, drop_remainder=True)
-    dataset = dataset.map(merge_groups).take(elements)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(elements))
+
+def _batches(groups: tf.data.Dataset, stream: TrainStream, shard: _Shard) -> tf.data.Dataset:
+    """Stage 3: P / replicas groups → one per-replica batch; exactly the epoch's count."""
+    rows = shard.groups_per_element * stream.sampler.num_instances
+    image_shape = [rows, stream.height, stream.width, 3]
+
+    def merge(group):  # [P, K, ...] → [B, ...], with static shapes for Keras
+        merged = {key: tf.reshape(group[key], [rows]) for key in ("index", "label", "key")}
+        return {"image": tf.reshape(group["image"], image_shape), **merged}
+
+    dataset = groups.batch(shard.groups_per_element, drop_remainder=True)
+    dataset = dataset.map(merge).take(shard.elements)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(shard.elements))
     options = tf.data.Options()
     options.deterministic = True
     return dataset.prefetch(tf.data.AUTOTUNE).with_options(options)
+
+
+def make_train_dataset(
+    stream: TrainStream,
+    input_context: tf.distribute.InputContext | None = None,
+    *,
+    num_parallel_calls: int | None = None,
+    extra_batches: int | None = None,
+) -> tf.data.Dataset:
+    """The training pipeline, re-driven from the labels' home every time it is iterated.
+
+    Build it once. Each new iterator reads ``stream.epoch()`` and ``stream.labels()`` and
+    draws that epoch's P×K index stream from the sampler; images are decoded and augmented
+    (:func:`_decoded_groups`) and grouped into batches (:func:`_batches`). A group holding an
+    unreadable image is skipped as a whole (every batch stays exactly P identities × K
+    instances); the batches refill from the stream, which samples ``extra_batches`` spare
+    batches beyond ``num_batches`` and, lazily, up to 10 more such chunks. Run
+    :func:`validate_images` first to keep bad files out.
+
+    Args:
+      stream: what the stream reads (:class:`TrainStream`).
+      input_context: under ``strategy.distribute_datasets_from_function``, this input
+        pipeline's place: it then yields per-replica batches of its own identity groups only
+        (group g of the stream belongs to pipeline g mod num_input_pipelines), so each worker
+        decodes its share of every global batch and nothing else. Without skipped groups, the
+        union of the replicas' b-th batches is exactly the global batch b of the unsharded
+        stream; a skipped group is refilled from the same pipeline's next group.
+      num_parallel_calls: map parallelism; None = tf.data.AUTOTUNE.
+      extra_batches: batches per spare chunk; None = max(2, ceil(2% of num_batches)).
+
+    Returns:
+      A dataset of exactly ``num_batches`` dicts (with ``input_context``: ``num_batches`` times
+      the replicas per pipeline, each of B / replicas rows): "image" float32 [B, H, W, 3] RGB
+      pixels in 0–255, "index" int64 [B] rows of ``paths``, "label" int64 [B] labels,
+      "key" int64 [B] unique per drawn sample (epoch · 2^32 + position in the epoch's stream;
+      DropBlock's mask key). If the spare chunks run out (a large share of unreadable files),
+      iteration fails with a message naming the cause.
+    """
+    if stream.num_batches < 1:
+        raise ValueError(f"num_batches must be positive, got {stream.num_batches}")
+    parallel = tf.data.AUTOTUNE if num_parallel_calls is None else num_parallel_calls
+    extra = _default_extra_batches(stream.num_batches) if extra_batches is None else extra_batches
+    if extra < 1:
+        raise ValueError(f"extra_batches must be positive, got {extra}")
+    shard = _shard_of(stream, input_context)
+    groups = _index_chunks(stream, extra).flat_map(_decoded_groups(stream, shard, parallel))
+    return _batches(groups, stream, shard)
 
 
 def make_eval_dataset(

@@ -26,6 +26,8 @@ training pass runs fused (:mod:`maskpre_tf.models.batchnorm`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import keras
 
 from maskpre_tf.errors import UserError
@@ -253,13 +255,22 @@ def build_backbone(
     return _rebuild(model, name, last_stride, layout, sync_bn)
 
 
-def split_backbone(backbone: keras.Model, layer: str) -> tuple[keras.Model, keras.Model]:
-    """Two functional models sharing ``backbone``'s layers: input → ``layer`` → output.
+@dataclass(frozen=True)
+class SplitBackbone:
+    """A backbone cut after one layer: ``back(front(x))`` equals ``backbone(x)``.
 
-    ``back(front(x))`` equals ``backbone(x)``; the parts hold no weights of their own.
+    The two functional models share the backbone's layers and hold no weights of their own; a
+    plain object, so a Keras model holding one tracks (and checkpoints) nothing twice.
     """
+
+    front: keras.Model
+    back: keras.Model
+
+
+def split_backbone(backbone: keras.Model, layer: str) -> SplitBackbone:
+    """The backbone cut after ``layer``: input → ``layer`` (front), ``layer`` → output (back)."""
     middle = backbone.get_layer(layer).output
-    return (
+    return SplitBackbone(
         keras.Model(backbone.input, middle, name=f"{backbone.name}_front"),
         keras.Model(middle, backbone.output, name=f"{backbone.name}_back"),
     )

@@ -1,4 +1,4 @@
-"""Inference copies with BatchNormalization folded into the convolution before it.
+"""BatchNormalization folded into the convolution before it, on the network's current weights.
 
 In inference a BatchNormalization layer is a per-channel affine map,
 ``y = (x - mean) * s + beta`` with ``s = gamma / sqrt(var + eps)``. When ``x`` is the output of a
@@ -8,15 +8,23 @@ convolution that feeds nothing else, the map can be folded into the convolution'
 round-off) with one pass over each activation instead of three; on MobileNetV2 at 128x64 on a
 2-core CPU it embeds about 1.6x as many images per second (``benchmarks/extract_bench.py``).
 
-Training keeps the unfolded trunk: BatchNormalization normalises with batch statistics there.
-:class:`FoldedEncoder` is the inference copy of a :class:`~maskpre_tf.models.encoder.ReidEncoder`
-for feature extraction (clustering and evaluation): it re-folds the encoder's current weights
-whenever a version number (the optimizer's step) has changed since its last call.
+One mechanism serves every use: :class:`FoldedTrunk` holds a clone of a functional backbone with
+its foldable BatchNormalizations removed, and runs it *statelessly* on the folded values of the
+backbone's current weights (``keras.StatelessScope``): nothing is copied or assigned, so the
+result is never stale, however the backbone's weights changed (a training step, a restore, the
+source phase). Folding the kernels is one element-wise pass over the weights per call, small
+beside a batch's forward pass. The EMA teacher's forward pass in every training step
+(:class:`~maskpre_tf.models.maskpre.MaskPre`) and :class:`FoldedEncoder`, the inference copy of
+an encoder for feature extraction (clustering, evaluation, search, export), both use it.
+
+Which BatchNormalization folds into which convolution is read from the model's serialised
+graph (``model.get_config()``: each layer's inbound nodes name the layers feeding it), the
+format Keras saves models in, not from private attributes of the layers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import Counter
 
 import keras
 import tensorflow as tf
@@ -38,27 +46,58 @@ class FoldedBatchNorm(keras.layers.Layer):
         return input_shape
 
 
+def _history(value: object) -> list[str]:
+    """Names of the layers whose output tensors appear in a serialised call's arguments."""
+    if isinstance(value, dict):
+        if value.get("class_name") == "__keras_tensor__":
+            return [value["config"]["keras_history"][0]]
+        return [name for item in value.values() for name in _history(item)]
+    if isinstance(value, list | tuple):
+        return [name for item in value for name in _history(item)]
+    return []
+
+
+def graph_links(model: keras.Model) -> tuple[dict[str, list[list[str]]], Counter]:
+    """The layer graph of a functional model, from its serialised config.
+
+    Returns:
+      (layer name → one list per call of the layer (inbound node) naming the layers whose
+      outputs it reads; layer name → how many times its outputs are read, model outputs
+      included).
+    """
+    config = model.get_config()
+    calls: dict[str, list[list[str]]] = {}
+    uses: Counter = Counter()
+    for layer in config["layers"]:
+        calls[layer["name"]] = [_history(node) for node in layer["inbound_nodes"]]
+        uses.update(name for node in calls[layer["name"]] for name in node)
+    outputs = config["output_layers"]
+    outputs = [outputs] if outputs and isinstance(outputs[0], str) else outputs
+    uses.update(out[0] for out in outputs)
+    return calls, uses
+
+
 def foldable_pairs(model: keras.Model) -> dict[str, str]:
     """{BatchNormalization name: name of the convolution it folds into} of a functional model.
 
-    A BatchNormalization folds when it normalises the last axis and its one input is the output
-    of a Conv2D / DepthwiseConv2D (channels last) that feeds nothing else.
+    A BatchNormalization folds when it is called once, normalises the last axis and reads only
+    the output of a Conv2D / DepthwiseConv2D (channels last) that is called once and feeds
+    nothing else.
     """
+    calls, uses = graph_links(model)
     pairs = {}
     for layer in model.layers:
-        if not isinstance(layer, keras.layers.BatchNormalization) or len(layer._inbound_nodes) != 1:
+        if not isinstance(layer, keras.layers.BatchNormalization) or layer.axis not in (-1, 3):
             continue
-        if layer.axis not in (-1, 3):
+        nodes = calls.get(layer.name, [])
+        if len(nodes) != 1 or len(nodes[0]) != 1:
             continue
-        parents = layer._inbound_nodes[0].parent_nodes
-        if len(parents) != 1:
-            continue
-        conv = parents[0].operation
+        conv = model.get_layer(nodes[0][0])
         if (
             isinstance(conv, CONVOLUTIONS)
             and conv.data_format == "channels_last"
-            and len(conv._inbound_nodes) == 1
-            and len(conv._outbound_nodes) == 1
+            and len(calls.get(conv.name, [])) == 1
+            and uses[conv.name] == 1
         ):
             pairs[layer.name] = conv.name
     return pairs
@@ -91,13 +130,9 @@ def folded_kernel_and_bias(
     return kernel, folded_bias
 
 
-def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, dict[str, str]]:
-    """A clone of the functional ``model`` with its foldable BatchNormalizations folded.
-
-    Returns (folded model, :func:`foldable_pairs` of ``model``). The folded model holds its own
-    weights, set from ``model``'s current ones; :func:`refresh_folded` sets them again.
-    """
-    pairs = foldable_pairs(model)
+def _folded_clone(model: keras.Model, pairs: dict[str, str]) -> keras.Model:
+    """A clone of ``model`` with each BatchNormalization of ``pairs`` passed through and each
+    convolution it folds into given a bias (the clone's own weights are never read)."""
     convs = set(pairs.values())
 
     def clone_layer(layer: keras.layers.Layer) -> keras.layers.Layer:
@@ -108,9 +143,7 @@ def fold_batchnorm(model: keras.Model) -> tuple[keras.Model, dict[str, str]]:
             config["use_bias"] = True
         return layer.__class__.from_config(config)
 
-    folded = keras.models.clone_model(model, clone_function=clone_layer)
-    refresh_folded(folded, model, pairs)
-    return folded, pairs
+    return keras.models.clone_model(model, clone_function=clone_layer)
 
 
 def folded_state(
@@ -118,9 +151,8 @@ def folded_state(
 ) -> list[tuple[keras.Variable, tf.Tensor]]:
     """(variable of ``folded``, its value from ``model``'s current weights) for every weight.
 
-    ``folded`` and ``pairs`` come from :func:`fold_batchnorm` of ``model``. Assigning the values
-    is :func:`refresh_folded`; passing the list as a ``keras.StatelessScope`` state mapping runs
-    ``folded`` on ``model``'s current weights with nothing assigned (inside a training step).
+    ``folded`` is :func:`_folded_clone` of ``model`` with ``pairs``. Passed as a
+    ``keras.StatelessScope`` state mapping, it runs ``folded`` on ``model``'s current weights.
     """
     folded_into = {conv: bn for bn, conv in pairs.items()}
     state = []
@@ -139,66 +171,79 @@ def folded_state(
     return state
 
 
-def refresh_folded(folded: keras.Model, model: keras.Model, pairs: dict[str, str]) -> None:
-    """Set the weights of ``folded`` (from :func:`fold_batchnorm`) from ``model``'s current ones."""
-    for variable, value in folded_state(folded, model, pairs):
-        variable.assign(tf.cast(value, variable.dtype))
+class FoldedTrunk:
+    """A functional backbone run in inference mode with its BatchNormalizations folded.
 
+    ``trunk(x)`` equals ``backbone(x, training=False)`` to float round-off, computed on the
+    backbone's weights as they are at the call (nothing assigned: graph- and
+    replica-context-safe, never stale). Not a Keras layer, so a model holding one tracks and
+    checkpoints nothing of it.
 
-def run_folded(
-    folded: keras.Model, model: keras.Model, pairs: dict[str, str], inputs: tf.Tensor
-) -> tf.Tensor:
-    """``folded(inputs, training=False)`` on ``model``'s current weights, assigning nothing.
-
-    Equals ``model(inputs, training=False)`` to float round-off; the fold costs one elementwise
-    pass over the kernels, so it pays when the forward pass is the larger cost (the EMA
-    teacher's pass in every training step). Graph- and replica-context-safe.
+    Args:
+      backbone: a functional Keras model (channels last).
     """
-    with keras.StatelessScope(state_mapping=folded_state(folded, model, pairs)):
-        return folded(inputs, training=False)
+
+    def __init__(self, backbone: keras.Model):
+        self.backbone = backbone
+        self.pairs = foldable_pairs(backbone)
+        self.folded = _folded_clone(backbone, self.pairs)
+
+    def __call__(self, inputs: tf.Tensor, training: bool = False) -> tf.Tensor:
+        """The backbone's inference output for ``inputs``, BatchNorm folded (inference only)."""
+        if training:
+            raise ValueError("a folded trunk is for inference; train the backbone it folds")
+        state = folded_state(self.folded, self.backbone, self.pairs)
+        with keras.StatelessScope(state_mapping=state):
+            return self.folded(inputs, training=False)
+
+    def frozen(self) -> keras.Model:
+        """The folded clone with the folded values of the backbone's weights assigned once.
+
+        For a network whose weights no longer change (an export): its variables are the folded
+        kernels themselves, so the served graph holds no folding arithmetic.
+        """
+        for variable, value in folded_state(self.folded, self.backbone, self.pairs):
+            variable.assign(tf.cast(value, variable.dtype))
+        return self.folded
 
 
 class FoldedEncoder:
     """Inference with a :class:`ReidEncoder`'s backbone folded: pixels [B, H, W, 3] → [B, C].
 
     Calling it computes ``encoder(pixels, training=False)`` (to float round-off) with the
-    folded backbone and the encoder's own GeM and neck, each batch split over ``strategy``'s
-    local devices (:func:`~maskpre_tf.models.replicated.spread_over_replicas`). ``version()``
-    numbers the encoder's weights (e.g. the optimizer's step counter): when it differs from the
-    one last folded, the call folds the current weights first. The folded copy is built under
-    ``strategy``'s scope, so each replica reads its own copy.
+    folded backbone (:class:`FoldedTrunk`, on the encoder's current weights) and the encoder's
+    own GeM and neck, each batch split over ``strategy``'s local devices
+    (:func:`~maskpre_tf.models.replicated.spread_over_replicas`). The folded clone is built
+    under ``strategy``'s scope, so each replica reads its own copy of the weights. With
+    ``frozen`` the folded weights are computed once, now (:meth:`FoldedTrunk.frozen`): for an
+    encoder whose weights no longer change, such as an export.
     """
 
     def __init__(
         self,
         encoder: keras.Model,
-        version: Callable[[], int],
         strategy: tf.distribute.Strategy | None = None,
+        frozen: bool = False,
     ):
         self.encoder = encoder
-        self.version = version
         strategy = strategy or tf.distribute.get_strategy()
         with strategy.scope():
-            self.backbone, self.pairs = fold_batchnorm(encoder.backbone)
-        self.folded_version = self.version()
+            trunk = FoldedTrunk(encoder.backbone)
+            self.trunk = trunk.frozen() if frozen else trunk
         self._embed = spread_over_replicas(strategy, self.forward)
-
-    def forward(self, pixels: tf.Tensor) -> tf.Tensor:
-        """One replica's work: RGB pixels [b, H, W, 3] in 0–255 → float32 L2-normalised [b, C]."""
-        maps = self.backbone(normalize_pixels(pixels, self.encoder.input_norm), training=False)
-        return self.encoder.embed_map(maps, training=False)
-
-    def refresh(self, force: bool = False) -> None:
-        """Fold the encoder's weights again if their version has changed (or ``force``)."""
-        current = self.version()
-        if force or current != self.folded_version:
-            refresh_folded(self.backbone, self.encoder.backbone, self.pairs)
-            self.folded_version = current
 
     @property
     def weights(self) -> list:
-        """The variables inference reads: the folded backbone's, then GeM's and the neck's."""
-        return self.backbone.weights + self.encoder.pool.weights + self.encoder.neck.weights
+        """The variables a call reads: the frozen trunk's, GeM's and the neck's, or (not
+        frozen) all of the encoder's."""
+        if isinstance(self.trunk, FoldedTrunk):
+            return self.encoder.weights
+        return self.trunk.weights + self.encoder.pool.weights + self.encoder.neck.weights
+
+    def forward(self, pixels: tf.Tensor) -> tf.Tensor:
+        """One replica's work: RGB pixels [b, H, W, 3] in 0–255 → float32 L2-normalised [b, C]."""
+        maps = self.trunk(normalize_pixels(pixels, self.encoder.input_norm), training=False)
+        return self.encoder.embed_map(maps, training=False)
 
     def __call__(self, pixels: tf.Tensor, training: bool = False) -> tf.Tensor:
         """RGB pixels [B, H, W, 3] in 0–255 → float32 L2-normalised embeddings [B, C].
@@ -207,5 +252,4 @@ class FoldedEncoder:
         """
         if training:
             raise ValueError("a FoldedEncoder is for inference; train the encoder it folds")
-        self.refresh()
         return self._embed(pixels)

@@ -34,14 +34,14 @@ from maskpre_tf import losses
 from maskpre_tf.config import MaskPreConfig, TrainConfig
 from maskpre_tf.models.backbones import INNER_STAGE, split_backbone
 from maskpre_tf.models.encoder import ReidEncoder, build_encoder
-from maskpre_tf.models.folding import fold_batchnorm, run_folded
+from maskpre_tf.models.folding import FoldedTrunk
 from maskpre_tf.models.heads import MaskPredictionHead
 from maskpre_tf.models.layers import DropBlock, apply_keep, linear_drop_rate
 from maskpre_tf.models.memory import CameraMemory, ClusterMemory, update_rows
 from maskpre_tf.models.normalization import normalize_pixels
 from maskpre_tf.models.optimizer import apply_gradients_with_l2, make_optimizer
 from maskpre_tf.models.replicated import update_each_copy
-from maskpre_tf.training.step import STATE_CHECK, StepOutput, state_check
+from maskpre_tf.models.step import STATE_CHECK, StepOutput, state_check
 
 
 class MaskPre(keras.Model):
@@ -86,12 +86,11 @@ class MaskPre(keras.Model):
         self.camera_memory = (
             CameraMemory(self.num_train, channels, self.num_train) if config.camera_memory else None
         )
-        # The student's backbone split at the masking stage: layers shared, not tracked twice.
-        parts = split_backbone(student.backbone, mask_layer) if mask_layer else None
-        object.__setattr__(self, "_student_parts", parts)
-        # The teacher's trunk with BatchNorm folded, run on the teacher's current weights
-        # (never assigned, so never stale and not checkpointed).
-        object.__setattr__(self, "_teacher_folded", fold_batchnorm(teacher.backbone))
+        # The student's backbone split at the masking stage (None: masked after its last stage)
+        # and the teacher's trunk with BatchNorm folded, run on the teacher's current weights:
+        # plain objects, so nothing is tracked or checkpointed twice.
+        self.student_split = split_backbone(student.backbone, mask_layer) if mask_layer else None
+        self.teacher_trunk = FoldedTrunk(teacher.backbone)
         self.trackers = {
             name: keras.metrics.Mean(name=name)
             for name in ("loss", "cluster_loss", "mask_loss", "consistency_loss")
@@ -144,25 +143,23 @@ class MaskPre(keras.Model):
     def masking_map(self, images: tf.Tensor, training: bool) -> tf.Tensor:
         """The student's map at the masking stage [b, h, w, c] of RGB pixels in 0–255."""
         x = normalize_pixels(images, self.student.input_norm)
-        if self._student_parts is None:
+        if self.student_split is None:
             return self.student.backbone(x, training=training)
-        return self._student_parts[0](x, training=training)
+        return self.student_split.front(x, training=training)
 
     def teacher_map(self, images: tf.Tensor) -> tf.Tensor:
         """The teacher's final map [b, h, w, C] of RGB pixels in 0–255 (inference mode).
 
         Equals ``teacher.feature_map(images)`` to float round-off; computed by the folded trunk
-        on the teacher's current weights (:func:`~maskpre_tf.models.folding.run_folded`).
+        on the teacher's current weights (:class:`~maskpre_tf.models.folding.FoldedTrunk`).
         """
-        folded, pairs = self._teacher_folded
-        x = normalize_pixels(images, self.teacher.input_norm)
-        return run_folded(folded, self.teacher.backbone, pairs, x)
+        return self.teacher_trunk(normalize_pixels(images, self.teacher.input_norm))
 
     def finish_map(self, masked: tf.Tensor, training: bool) -> tf.Tensor:
         """The rest of the student's backbone after the masking stage: → [b, h, w, C]."""
-        if self._student_parts is None:
+        if self.student_split is None:
             return masked
-        return self._student_parts[1](masked, training=training)
+        return self.student_split.back(masked, training=training)
 
     def mask_panel(self, pixels: tf.Tensor) -> tf.Tensor:
         """Each input beside its two masked views (dropped cells dark), for TensorBoard.
@@ -236,7 +233,7 @@ class MaskPre(keras.Model):
         rate = self.drop_rate()
         # Masking after the last stage: both views' mask head share one 1x1 reduction.
         shared = None
-        if cfg.mask_weight > 0 and self._student_parts is None:
+        if cfg.mask_weight > 0 and self.student_split is None:
             shared = self.mask_head.reduce(front)
         per_example = {"cluster_loss": 0.0, "mask_loss": 0.0, "consistency_loss": 0.0}
         features = 0.0

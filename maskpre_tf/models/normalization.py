@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-INPUT_NORMS = ("caffe", "tf", "torch")
+from maskpre_tf.config_fields import INPUT_NORMS
 
 # ImageNet channel statistics as Keras's ``imagenet_utils`` states them.
 CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)  # 0–255 scale, B, G, R

@@ -15,7 +15,7 @@ import tensorflow as tf
 from maskpre_tf import losses
 from maskpre_tf.models.encoder import ReidEncoder
 from maskpre_tf.models.optimizer import apply_gradients_with_l2
-from maskpre_tf.training.step import STATE_CHECK, StepOutput, state_check
+from maskpre_tf.models.step import STATE_CHECK, StepOutput, state_check
 
 
 class SupervisedReid(keras.Model):

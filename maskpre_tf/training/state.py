@@ -1,8 +1,26 @@
-"""The state the callbacks of one run share (checkpointed parts are tf.Variables)."""
+"""What a run checkpoints besides the model and its optimizer: declared here, in one place.
+
+Each variable has one owner that writes it and a list of readers:
+
+=============  ======================================  =====================================
+variable       written by                              read by
+=============  ======================================  =====================================
+epoch          the commit stage (finished epochs)      the input stream (seeds epoch e
+                                                       with e), resume
+labels         the pseudo-label stage (each epoch's    the input stream, when each epoch's
+               clustering); a source phase: the        iterator starts
+               identities, once
+best_map       the evaluation stage (--keep_best)      the evaluation stage
+input_norm     the run's configuration, once           resume (must match the weights)
+=============  ======================================  =====================================
+
+Everything else an epoch produces (clustering figures, evaluation results, timings) lives in
+that epoch's logs (:mod:`.epoch`), not here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
@@ -10,17 +28,38 @@ import tensorflow as tf
 
 @dataclass
 class RunState:
-    """Mutable state shared by the callbacks of one run.
+    """The checkpointed state of a phase (see the module docstring).
 
-    pseudo_labels: int64 variable [N] (checkpointed), -1 = outlier or not yet clustered.
-    epoch: int64 variable, number of finished epochs (checkpointed; see :class:`EpochCounter`).
-    cluster_stats / eval_results: the latest figures, merged into the epoch logs.
+    epoch: int64 scalar variable. labels: int64 [N] variable, -1 = outlier or not yet
+    clustered. best_map: float64 scalar variable, or None. input_norm: string scalar variable,
+    or None.
     """
 
-    pseudo_labels: tf.Variable
     epoch: tf.Variable
-    cluster_stats: dict = field(default_factory=dict)
-    eval_results: dict = field(default_factory=dict)
-    best_map: tf.Variable | None = None  # float64 variable, best validation mAP (checkpointed)
-    timings: dict = field(default_factory=dict)
-    nearest_distances: np.ndarray | None = None  # each image's Jaccard distance to its nearest
+    labels: tf.Variable
+    best_map: tf.Variable | None = None
+    input_norm: tf.Variable | None = None
+
+    @classmethod
+    def create(
+        cls, labels: np.ndarray, input_norm: str | None = None, track_best: bool = False
+    ) -> RunState:
+        """A fresh state: epoch 0, ``labels`` int [N], optionally the best mAP and input norm."""
+        return cls(
+            epoch=tf.Variable(0, dtype=tf.int64, trainable=False),
+            labels=tf.Variable(np.asarray(labels, np.int64), trainable=False),
+            best_map=tf.Variable(-1.0, dtype=tf.float64, trainable=False) if track_best else None,
+            input_norm=None if input_norm is None else tf.Variable(input_norm, trainable=False),
+        )
+
+    def checkpoint(self, model, with_labels: bool = True) -> tf.train.Checkpoint:
+        """The checkpoint of ``model``, its optimizer and this state (``with_labels=False``: a
+        source phase, whose labels are fixed identities)."""
+        items = {"model": model, "optimizer": model.optimizer, "epoch": self.epoch}
+        if with_labels:
+            items["pseudo_labels"] = self.labels
+        if self.best_map is not None:
+            items["best_map"] = self.best_map
+        if self.input_norm is not None:
+            items["input_norm"] = self.input_norm
+        return tf.train.Checkpoint(**items)

@@ -92,9 +92,9 @@ def main():
     initial_memory = [np.asarray(v) for v in memories(single)]
     results = {}
     for name, model in (("single", single), ("double", double)):
-        trainer = Trainer(model, model.distribute_strategy, dataset, 2, [])
+        trainer = Trainer(model, model.distribute_strategy, dataset, 2)
         iterator = iter(trainer.dist_dataset)
-        losses = [trainer._step_fn(iterator) for _ in range(2)]
+        losses = [trainer.step(iterator) for _ in range(2)]
         results[name] = {k: float(v) for k, v in losses[-1].items()}
 
     def max_diff(a_vars, b_vars):

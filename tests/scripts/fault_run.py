@@ -47,16 +47,16 @@ def _points() -> dict[str, tuple[object, str, str]]:
     import faiss
     import tensorflow as tf
 
-    from maskpre_tf.training import callbacks, clustering_callback
+    from maskpre_tf.training import clustering_callback, commit, progress
 
     return {
         "extract": (clustering_callback, "extract_features", "entry"),
         "cluster": (clustering_callback, "pseudo_labels", "entry"),
-        "step": (callbacks.ProgressCallback, "on_train_batch_end", "exit"),
+        "step": (progress.ProgressCallback, "on_train_batch_end", "exit"),
         # The manager records a checkpoint in its index twice per save, after its files.
         "checkpoint_write": (tf.train.CheckpointManager, "_record_state", "entry"),
-        "before_checkpoint": (callbacks.CheckpointCallback, "on_epoch_end", "entry"),
-        "source_step": (callbacks.ProgressCallback, "on_train_batch_end", "exit"),
+        "before_checkpoint": (commit.CommitCallback, "on_epoch_end", "entry"),
+        "source_step": (progress.ProgressCallback, "on_train_batch_end", "exit"),
         "export_write": (tf.saved_model, "save", "exit"),
         "search_cache_write": (faiss, "write_index", "exit"),
     }
