@@ -4,13 +4,15 @@ Training, evaluation, gallery search and the exported serving signature all deco
 :func:`decode_image`, so a model sees the same pixels everywhere; the encoder normalises them
 itself (:mod:`maskpre_tf.models.normalization`).
 
-* :func:`decode_image` — encoded JPEG/PNG bytes → float32 [H, W, 3] RGB in 0–255.
+* :func:`decode_image` — encoded JPEG/PNG bytes → float32 [H, W, 3] RGB in 0–255 (the training
+  and evaluation readers also feed it the GIF, BMP and WebP variants it reads right, see
+  :mod:`maskpre_tf.data.image_formats`; the serving graph takes JPEG and PNG only).
 * :func:`load_image` — the same from a file path.
 * :func:`encoded_image_size` / :func:`image_size_checks` — a JPEG's or PNG's size from its
   header, and the checks that refuse (before decoding) an image larger than
   :data:`MAX_IMAGE_PIXELS`: the serving graph's guard against decompression bombs.
 * :func:`image_file_problem` / :func:`validate_images` — header/trailer checks that find
-  unreadable files up front without decoding them.
+  unreadable or unsupported files up front without decoding them.
 """
 
 from __future__ import annotations
@@ -20,10 +22,8 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_JPEG_END = b"\xff\xd9"
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_PNG_END = b"IEND"
+from maskpre_tf.data.image_formats import HEAD_BYTES, JPEG_MAGIC, UNKNOWN, format_problem
+
 # How many trailing bytes are searched for the end marker: tolerates padding or metadata that
 # some writers append after the JPEG EOI marker / the PNG IEND chunk.
 _TRAILER_BYTES = 1024
@@ -38,9 +38,11 @@ MAX_IMAGE_PIXELS = 50_000_000
 
 
 def decode_image(image_bytes: tf.Tensor, height: int, width: int) -> tf.Tensor:
-    """Decode an encoded JPEG or PNG image and resize it bilinearly.
+    """Decode an encoded JPEG, PNG, GIF, BMP or WebP image and resize it bilinearly.
 
-    Grayscale and RGBA images are promoted/reduced to RGB; 16-bit PNGs are scaled to 8 bit.
+    Grayscale (+ alpha), palette, CMYK and RGBA images are converted to RGB (alpha dropped);
+    16-bit PNGs keep their high byte (x >> 8); a GIF gives its first frame. Which variants decode
+    right: :mod:`maskpre_tf.data.image_formats`. Any size from 1×1 up is resized to the output.
     Resizing is bilinear with antialiasing, which matches PIL's bilinear resize when shrinking
     and is plain bilinear interpolation when enlarging (e.g. Market-1501's 128×64 → 256×128).
     Graph-safe (usable inside tf.data, tf.function and a SavedModel signature).
@@ -72,7 +74,7 @@ def encoded_image_size(image_bytes: tf.Tensor) -> tf.Tensor:
     Args:
       image_bytes: scalar tf.string that starts with the JPEG or PNG signature.
     """
-    is_jpeg = tf.equal(tf.strings.substr(image_bytes, 0, len(_JPEG_MAGIC)), _JPEG_MAGIC)
+    is_jpeg = tf.equal(tf.strings.substr(image_bytes, 0, len(JPEG_MAGIC)), JPEG_MAGIC)
 
     def jpeg_size() -> tf.Tensor:
         return tf.cast(tf.image.extract_jpeg_shape(image_bytes)[:2], tf.int64)
@@ -151,22 +153,28 @@ def load_image(path: tf.Tensor, height: int, width: int) -> tf.Tensor:
 
 
 def image_file_problem(path: str) -> str | None:
-    """Why an image file cannot be used, from its header and trailer only (no decoding).
+    """Why an image file cannot be used, from its name, header and trailer only (no decoding).
 
-    Checks: the file exists and is not empty; it starts with the JPEG (FF D8 FF) or PNG
-    signature; a JPEG has its end-of-image marker FF D9 and a PNG its IEND chunk within the last
-    1 KiB (a truncated download or copy loses them).
+    Checks: the name is valid UTF-8 (TensorFlow takes paths as UTF-8 strings); the file exists
+    and is not empty; it is a JPEG, PNG, GIF, BMP or WebP file of a variant ``decode_image``
+    reads right, with its end marker or declared length present (a truncated download or copy
+    loses them); see :func:`maskpre_tf.data.image_formats.format_problem`.
 
     Args:
       path: file path.
 
     Returns:
       None for a usable file, else a short reason ("missing", "empty", "not a JPEG or PNG file",
-      "truncated JPEG (no end marker)", "truncated PNG (no IEND chunk)").
+      "truncated JPEG (no end marker)", "truncated PNG (no IEND chunk)", "unsupported WebP (with
+      alpha); save it as PNG", ...).
     """
     try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8 (TensorFlow cannot open it); rename the file"
+    try:
         with open(path, "rb") as handle:
-            head = handle.read(8)
+            head = handle.read(HEAD_BYTES)
             if not head:
                 return "empty"
             size = handle.seek(0, os.SEEK_END)
@@ -175,20 +183,16 @@ def image_file_problem(path: str) -> str | None:
     except FileNotFoundError:
         return "missing"
     except IsADirectoryError:
-        return "not a JPEG or PNG file"
+        return UNKNOWN
     except OSError as err:
         return f"unreadable ({err.strerror or err})"
-    if head.startswith(_JPEG_MAGIC):
-        return None if _JPEG_END in tail else "truncated JPEG (no end marker)"
-    if head.startswith(_PNG_MAGIC):
-        return None if _PNG_END in tail else "truncated PNG (no IEND chunk)"
-    return "not a JPEG or PNG file"
+    return format_problem(head, size, tail)
 
 
 def validate_images(paths: Sequence[str]) -> list[str]:
-    """The paths that are missing, empty, not JPEG/PNG, or truncated (see image_file_problem).
+    """The paths that are missing, empty, unsupported or truncated (see image_file_problem).
 
-    Reads at most 8 + 1024 bytes per file, so checking a Market-1501-sized set (13k files) is
+    Reads at most 2 KiB + 1 KiB per file, so checking a Market-1501-sized set (13k files) is
     far faster than decoding it.
 
     Args:

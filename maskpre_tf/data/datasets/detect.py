@@ -5,7 +5,14 @@ from __future__ import annotations
 import os
 import re
 
-from maskpre_tf.data.datasets.files import README_HINT, check_root, child, is_image, subdirs
+from maskpre_tf.data.datasets.files import (
+    README_HINT,
+    check_root,
+    child,
+    is_image,
+    subdirs,
+    walk_folders,
+)
 from maskpre_tf.data.datasets.market_layout import SPLIT_DIRS, find_split_root
 from maskpre_tf.data.datasets.msmt17 import find_msmt_root
 from maskpre_tf.errors import UserError
@@ -16,7 +23,7 @@ DUKE_STYLE = re.compile(r"^-?\d+_c\d+_f\d+")
 
 def _has_image(directory: str) -> bool:
     """Whether any image file lies under ``directory`` (stops at the first one)."""
-    for _, _, files in os.walk(directory):
+    for _, _, files in walk_folders(directory):
         if any(is_image(f) for f in files):
             return True
     return False

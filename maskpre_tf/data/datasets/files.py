@@ -6,18 +6,22 @@ Readers look at file names and sizes only; decoding images is the input pipeline
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 from maskpre_tf.errors import UserError
 
+#: JPEG and PNG: what every program reads, the serving signature and search included.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: What the dataset readers list: TensorFlow's decoder reads these too (the variants it reads
+#: wrong are refused by :func:`maskpre_tf.data.images.validate_images`).
+DATASET_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif", ".bmp", ".webp")
 README_HINT = "see README 'Datasets'"
 _MAX_LISTED = 5
 
 
 def is_image(name: str) -> bool:
-    """Whether a file name is a visible image file (.jpg/.jpeg/.png, any case, not hidden)."""
-    return not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS)
+    """Whether a file name is a visible image file (DATASET_EXTENSIONS, any case, not hidden)."""
+    return not name.startswith(".") and name.lower().endswith(DATASET_EXTENSIONS)
 
 
 def listing(paths: Sequence[str]) -> str:
@@ -42,9 +46,18 @@ def child(directory: str, name: str) -> str | None:
 
 
 def subdirs(directory: str) -> list[str]:
-    """Sorted absolute paths of the immediate sub-directories of ``directory``."""
+    """Sorted absolute paths of the immediate sub-directories of ``directory`` (links to
+    folders included; a link loop is not a folder)."""
     with os.scandir(directory) as entries:
-        return sorted(e.path for e in entries if e.is_dir())
+        return sorted(e.path for e in entries if _is_dir(e))
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
+    """``entry.is_dir()``, False for a link that loops (which raises ELOOP there)."""
+    try:
+        return entry.is_dir()
+    except OSError:
+        return False
 
 
 def check_root(root: str) -> str:
@@ -62,10 +75,33 @@ def check_root(root: str) -> str:
     return path
 
 
+def walk_folders(directory: str) -> Iterator[tuple[str, list[str], list[str]]]:
+    """:func:`os.walk` top-down that follows links to folders, each real folder once.
+
+    A folder reached again (a second link to it, or a link loop back into the tree) and a link
+    to ``directory`` itself or above it are not walked, so the walk always ends and lists no file
+    twice. Pruning the yielded ``dirs`` in place works as with :func:`os.walk`.
+
+    Yields:
+      (folder path as reached, its sub-folder names, its other entry names: files, and links
+      that lead nowhere or into a loop).
+    """
+    top = os.path.realpath(directory)
+    walked: set[str] = set()
+    for current, dirs, files in os.walk(directory, followlinks=True):
+        real = os.path.realpath(current)
+        above_top = real != top and os.path.commonpath([real, top]) == real
+        if real in walked or above_top:
+            dirs[:] = []
+            continue
+        walked.add(real)
+        yield current, dirs, files
+
+
 def list_images(
     directory: str, recursive: bool, exclude: Iterable[str] = ()
 ) -> tuple[list[str], int]:
-    """Image files under ``directory``.
+    """Image files under ``directory``; links to folders are followed (see walk_folders).
 
     Args:
       directory: folder to scan.
@@ -73,23 +109,35 @@ def list_images(
       exclude: absolute folders whose contents are left out (e.g. query inside a train root).
 
     Returns:
-      (sorted absolute image paths, number of other files skipped, e.g. Thumbs.db).
+      (sorted absolute image paths, number of other entries skipped: other file types such as
+      Thumbs.db, hidden files, links that lead nowhere or into a loop, and paths that are not
+      valid UTF-8, which TensorFlow cannot open and a message cannot print).
     """
-    excluded = {os.path.normpath(e) for e in exclude}
+    excluded = {os.path.realpath(e) for e in exclude}
     images: list[str] = []
     skipped = 0
-    for current, dirs, files in os.walk(directory):
+    for current, dirs, files in walk_folders(directory):
         dirs[:] = sorted(
-            d for d in dirs if os.path.normpath(os.path.join(current, d)) not in excluded
+            d for d in dirs if os.path.realpath(os.path.join(current, d)) not in excluded
         )
         for name in files:
-            if is_image(name):
-                images.append(os.path.join(current, name))
+            path = os.path.join(current, name)
+            if is_image(name) and _is_utf8(path) and os.path.isfile(path):
+                images.append(path)
             else:
                 skipped += 1
         if not recursive:
             break
     return sorted(images), skipped
+
+
+def _is_utf8(path: str) -> bool:
+    """Whether ``path`` is valid UTF-8 (os.walk gives undecodable bytes as surrogates)."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_files(paths: Sequence[str], where: str) -> None:

@@ -10,7 +10,13 @@ import os
 import re
 from collections.abc import Sequence
 
-from maskpre_tf.data.datasets.files import check_files, check_root, list_images, listing
+from maskpre_tf.data.datasets.files import (
+    DATASET_EXTENSIONS,
+    check_files,
+    check_root,
+    list_images,
+    listing,
+)
 from maskpre_tf.data.datasets.market_layout import MARKET_EXAMPLE, parse_market_names
 from maskpre_tf.data.datasets.records import Record, ReidDataset, report, require_query
 from maskpre_tf.data.datasets.registry import register
@@ -140,8 +146,8 @@ def _read_train_dir(
     paths, skipped = list_images(root_path, recursive=True, exclude=exclude)
     if not paths:
         raise UserError(
-            f"no training images (.jpg, .jpeg, .png) under {root_path}; point root at the "
-            "folder of person crops"
+            f"no training images ({', '.join(DATASET_EXTENSIONS)}) under {root_path}; point "
+            "root at the folder of person crops"
         )
     check_files(paths, root_path)
     train = _folder_train_from_pattern(
@@ -176,7 +182,8 @@ def read_folder(
     """Read a user's own folder of unlabelled training crops (searched recursively).
 
     Args:
-      root: folder of .jpg/.jpeg/.png crops, or a CSV manifest (then ``manifest`` is root).
+      root: folder of crops (.jpg/.jpeg/.png/.gif/.bmp/.webp), or a CSV manifest (then
+        ``manifest`` is root).
       cam_pattern: regex searched in each path relative to root; the camera is the named group
         ``cam`` (else group 1); an optional named group ``pid`` gives identities. Default
         Market-style ``_c(\\d+)``.

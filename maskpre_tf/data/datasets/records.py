@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from maskpre_tf.data.datasets.files import DATASET_EXTENSIONS
 from maskpre_tf.errors import UserError
 
 
@@ -77,5 +78,9 @@ def report(ds: ReidDataset, skipped: int, verbose: bool) -> ReidDataset:
     if verbose:
         print(format_statistics(ds))
         if skipped:
-            print(f"  ({skipped} non-image file(s) skipped, e.g. Thumbs.db)")
+            print(
+                f"  ({skipped} non-image file(s) skipped: other types than "
+                f"{'/'.join(DATASET_EXTENSIONS)} such as Thumbs.db, hidden files, broken "
+                "links, names not in UTF-8)"
+            )
     return ds
