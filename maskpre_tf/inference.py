@@ -7,8 +7,9 @@ r"""Inference: the serving module every deployment path runs, and one embedder t
   than :data:`~maskpre_tf.data.images.MAX_IMAGE_PIXELS` pixels, an empty or undecodable file
   is refused with ``InvalidArgumentError`` and the module keeps serving; any image of at least
   one pixel is resized, so a 1×1 crop is embedded), ``embed_images`` (pixels →
-  embedding) and ``metadata``. :mod:`maskpre_tf.export` saves it for TF Serving; gallery search
-  on a training run embeds through the same graph.
+  embedding) and ``metadata``. Both embedding signatures refuse a batch of more than
+  :data:`MAX_BATCH` images, before decoding or running the encoder. :mod:`maskpre_tf.export`
+  saves it for TF Serving; gallery search on a training run embeds through the same graph.
 * :func:`load_embedder` loads a training run directory or an exported SavedModel as an
   :class:`Embedder`, the one interface evaluation and search use.
 """
@@ -40,6 +41,14 @@ BYTES_INPUT = "image_bytes"
 PIXELS_INPUT = "images"
 OUTPUT_KEY = "embedding"
 METADATA_KEY = "metadata_json"
+
+#: The most images one request of ``serving_default`` or ``embed_images`` may carry. A service
+#: sizes its memory by the request it accepts: without a cap, one request of a few thousand
+#: small JPEGs (tens of MB) decodes and runs them all at once (5,000 crops took 14 s and 1.9 GB
+#: on a 64x32 resnet_small; a full-size model needs many times the memory per image).
+#: 256 is 8x the clients' default batch (32) and 4x gallery search's (64);
+#: :class:`Embedder` splits larger batches itself.
+MAX_BATCH = 256
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -75,6 +84,7 @@ def build_metadata(cfg, embedding_dim: int, model_name: str, version: int) -> di
         "resize": "bilinear with antialiasing to height x width (no aspect-ratio padding)",
         "embedding_dim": int(embedding_dim),
         "embedding_norm": "L2 (unit length); cosine similarity = dot product",
+        "max_batch": MAX_BATCH,
         "config_digest": cfg.digest(),
         "backbone": cfg.model.backbone,
         "backbone_layout": cfg.model.layout,
@@ -84,13 +94,16 @@ def build_metadata(cfg, embedding_dim: int, model_name: str, version: int) -> di
         "signatures": {
             SERVING_SIGNATURE: {
                 "inputs": {
-                    BYTES_INPUT: "string [batch]: JPEG or PNG bytes, each image at most "
-                    f"{MAX_IMAGE_PIXELS} pixels (height x width)"
+                    BYTES_INPUT: f"string [batch]: 1 to {MAX_BATCH} JPEG or PNG files, each "
+                    f"image at most {MAX_IMAGE_PIXELS} pixels (height x width)"
                 },
                 "outputs": {OUTPUT_KEY: f"float32 [batch, {embedding_dim}]"},
             },
             PIXELS_SIGNATURE: {
-                "inputs": {PIXELS_INPUT: f"float32 [batch, {height}, {width}, 3] RGB 0-255"},
+                "inputs": {
+                    PIXELS_INPUT: f"float32 [batch, {height}, {width}, 3] RGB 0-255, batch 1 "
+                    f"to {MAX_BATCH}"
+                },
                 "outputs": {OUTPUT_KEY: f"float32 [batch, {embedding_dim}]"},
             },
             METADATA_SIGNATURE: {"inputs": {}, "outputs": {METADATA_KEY: "string []: JSON"}},
@@ -132,7 +145,7 @@ class ServingModule(tf.Module):
         # signature functions read the uninitialised original ("Could not find variable").
         # The encoder itself is kept in a plain list, which tf.Module does not track.
         if isinstance(encoder, ReidEncoder):  # serve with BatchNorm folded: ~1.5x on CPUs
-            encoder = FoldedEncoder(encoder, version=lambda: 0)
+            encoder = FoldedEncoder(encoder, frozen=True)
         self.encoder_variables = [getattr(v, "value", v) for v in encoder.weights]
         self._encoder = [encoder]
         self.height = int(height)
@@ -185,6 +198,14 @@ class ServingModule(tf.Module):
                 shape[0] > 0, [f"{PIXELS_SIGNATURE}: empty batch; send at least one image"]
             ),
             tf.debugging.Assert(
+                shape[0] <= MAX_BATCH,
+                [
+                    f"{PIXELS_SIGNATURE}: a batch of",
+                    shape[0],
+                    f"images; send at most {MAX_BATCH} per request (split the batch)",
+                ],
+            ),
+            tf.debugging.Assert(
                 tf.reduce_all(tf.math.is_finite(images)),
                 [
                     f"{PIXELS_SIGNATURE}: '{PIXELS_INPUT}' holds NaN or Inf; send RGB pixels in "
@@ -213,6 +234,14 @@ class ServingModule(tf.Module):
             tf.debugging.Assert(
                 tf.size(image_bytes) > 0,
                 [f"{SERVING_SIGNATURE}: empty batch; send at least one JPEG or PNG file"],
+            ),
+            tf.debugging.Assert(
+                tf.size(image_bytes) <= MAX_BATCH,
+                [
+                    f"{SERVING_SIGNATURE}: a batch of",
+                    tf.size(image_bytes),
+                    f"files; send at most {MAX_BATCH} per request (split the batch)",
+                ],
             ),
             tf.debugging.Assert(
                 tf.equal(tf.size(bad), 0),
@@ -254,6 +283,7 @@ class Embedder:
       embed_pixels: float32 [n, H, W, 3] RGB in 0–255 → float32 [n, D] (a tensor function).
       embed_bytes: list of encoded JPEG/PNG files (length n ≥ 1) → float32 [n, D];
         raises ``tf.errors.InvalidArgumentError`` when a file cannot be decoded.
+      Both send a batch of more than :data:`MAX_BATCH` images in slices of that many.
       height, width: the model's input size in pixels.
       identity: hex digest of the model's content (cache key).
       description: the model's path and kind, for reports.
@@ -313,6 +343,23 @@ def load_embedder(model: str, flag: str = "--model") -> Embedder:
     return _embedder_from_saved_model(saved, flag)
 
 
+def _in_slices(embed: Callable, concat: Callable) -> Callable:
+    """``embed`` applied to slices of at most :data:`MAX_BATCH` images, results concatenated.
+
+    Args:
+      embed: a batch of n <= MAX_BATCH images (pixels [n, ...] or a list of n files) → [n, D].
+      concat: joins the slices' results along axis 0 (``np.concatenate`` or ``tf.concat``).
+    """
+
+    def sliced(images: tf.Tensor | np.ndarray | Sequence[bytes]) -> tf.Tensor | np.ndarray:
+        count = images.shape[0] if hasattr(images, "shape") else len(images)
+        if count is None or count <= MAX_BATCH:
+            return embed(images)
+        return concat([embed(images[i : i + MAX_BATCH]) for i in range(0, count, MAX_BATCH)], 0)
+
+    return sliced
+
+
 def _embedder_from_run(run_dir: str) -> Embedder:
     """An :class:`Embedder` on a run's deployed encoder, through the graph the export serves."""
     from maskpre_tf import runs
@@ -331,8 +378,8 @@ def _embedder_from_run(run_dir: str) -> Embedder:
         return module.serve_bytes(tf.constant(list(files), tf.string))[OUTPUT_KEY].numpy()
 
     return Embedder(
-        embed_pixels,
-        embed_bytes,
+        _in_slices(embed_pixels, tf.concat),
+        _in_slices(embed_bytes, np.concatenate),
         cfg.data.height,
         cfg.data.width,
         digest.hexdigest(),
@@ -365,8 +412,8 @@ def _embedder_from_saved_model(saved: str, flag: str) -> Embedder:
         return by_bytes(**{BYTES_INPUT: tf.constant(list(batch), tf.string)})[OUTPUT_KEY].numpy()
 
     return Embedder(
-        embed_pixels,
-        embed_bytes,
+        _in_slices(embed_pixels, tf.concat),
+        _in_slices(embed_bytes, np.concatenate),
         int(meta["height"]),
         int(meta["width"]),
         _hash_files(files),

@@ -19,8 +19,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from export_setup import HEIGHT, ROOT, WIDTH, export_with_samples, make_run, read_bytes
+from image_files import encoded, png_bomb
 
-from maskpre_tf import export
+from maskpre_tf import export, inference
 from maskpre_tf.data.images import decode_image
 from maskpre_tf.errors import UserError
 
@@ -272,6 +273,10 @@ def test_bad_requests_fail_cleanly(exported, loaded):
             rf"shape \[batch, {HEIGHT}, {WIDTH}, 3\]",
         ),
         (lambda: embed(images=tf.fill((1, HEIGHT, WIDTH, 3), np.nan)), "NaN or Inf"),
+        (
+            lambda: embed(images=tf.zeros((inference.MAX_BATCH + 1, HEIGHT, WIDTH, 3))),
+            rf"{inference.MAX_BATCH + 1}\] \[images; send at most {inference.MAX_BATCH}",
+        ),
         (lambda: embed(images=tf.zeros((1, HEIGHT, WIDTH, 3), tf.int32)), "float"),
         (lambda: serve(image_bytes=tf.zeros((1,), tf.float32)), "string"),
     ]
@@ -280,6 +285,52 @@ def test_bad_requests_fail_cleanly(exported, loaded):
             call()
     # The model still answers afterwards.
     assert serve(image_bytes=tf.constant(good))["embedding"].shape == (1, 256)
+
+
+@pytest.mark.parametrize("deployment", ["in-process", "exported"])
+def test_serving_caps_the_batch_before_decoding(exported, loaded, deployment):
+    if deployment == "in-process":
+        module = inference.ServingModule(exported[0], HEIGHT, WIDTH, "{}")
+        serve = module.serve_bytes
+    else:
+        signature = loaded.signatures["serving_default"]
+        serve = lambda files: signature(image_bytes=files)  # noqa: E731
+    cap = inference.MAX_BATCH
+    tile = encoded(4, 4, "PNG")
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"{cap + 1}\] \[files; .*{cap}"):
+        serve(tf.constant([tile] * (cap + 1)))
+    with pytest.raises(tf.errors.InvalidArgumentError, match=rf"at most {cap} per request"):
+        serve(tf.constant([png_bomb()] * (cap + 1)))  # the cap is checked before the headers
+    assert serve(tf.constant([tile] * cap))["embedding"].shape == (cap, 256)
+
+
+def test_embedder_splits_batches_above_the_cap(exported):
+    embedder = inference.load_embedder(exported[2])
+    count = inference.MAX_BATCH + 3
+    files = [encoded(4, 4, "PNG"), encoded(6, 9, "JPEG")] * (count // 2) + [encoded(4, 4, "PNG")]
+    by_bytes = embedder.embed_bytes(files)
+    assert by_bytes.shape == (count, 256)
+    np.testing.assert_allclose(by_bytes[-1], by_bytes[0], atol=1e-6)
+    pixels = np.full((count, HEIGHT, WIDTH, 3), 90.0, np.float32)
+    by_pixels = embedder.embed_pixels(pixels).numpy()
+    assert by_pixels.shape == (count, 256)
+    np.testing.assert_allclose(by_pixels[-1], by_pixels[0], atol=1e-6)
+
+
+def test_concurrent_requests_on_serving_default(exported):
+    """4 clients x 50 requests of good and bad files (benchmarks/serve_load_bench.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import serve_load_bench
+
+    target = serve_load_bench.saved_model_target(exported[2], seed=0)
+    args = serve_load_bench.parse_args(["--clients=4", "--requests=200", "--warmup=0"])
+    result = serve_load_bench.run_target(target, args)
+    assert result["requests"] == 200 and not result["problems"]
+    counts = result["counts"]
+    assert counts["crash"] == counts["wrong"] == counts["accepted"] == 0, result["cases"]
+    for row in result["cases"]:
+        sent = sum(row["counts"].values())
+        assert sent > 0 and row["counts"]["ok" if row["good"] else "refused"] == sent, row
 
 
 def test_cli_reports_user_errors_without_traceback(tmp_path):
@@ -311,6 +362,11 @@ def test_warmup_batch_sizes_flag_values():
         export.parse_batch_sizes(["1", "x"])
     with pytest.raises(UserError, match="--warmup_batch_sizes: batch sizes must be positive"):
         export.parse_batch_sizes(["0"])
+    # A warmup request the signatures refuse would stop TF Serving from loading the version.
+    cap = inference.MAX_BATCH
+    assert export.parse_batch_sizes([str(cap)]) == [cap]
+    with pytest.raises(UserError, match=rf"--warmup_batch_sizes=8,{cap + 1}: at most {cap}"):
+        export.parse_batch_sizes(["8", str(cap + 1)])
 
 
 def test_a_dead_exports_staging_folder_is_removed_a_live_ones_kept(tmp_path):

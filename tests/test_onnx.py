@@ -179,6 +179,7 @@ def test_graph_contract_and_metadata_props(cli_export):
     assert json.loads(props["normalization"]) == describe("torch")
     assert props["config_digest"] == cfg.digest()
     assert props["backbone"] == "resnet_small"
+    assert props["max_batch"] == "256"
     full = json.loads(props["maskpre_metadata"])
     assert full["train_config"] == cfg.to_dict()
     assert full["version"] == 1 and full["model_name"] == "maskpre"
@@ -201,6 +202,89 @@ def test_bad_inputs_raise_onnxruntime_invalid_argument(cli_export):
     # No in-graph checks, unlike the SavedModel: an empty batch gives an empty output.
     (empty,) = sess.run(None, {"images": np.zeros((0, HEIGHT, WIDTH, 3), np.float32)})
     assert empty.shape == (0, 256)
+
+
+def test_run_checked_refuses_what_the_graph_would_run(cli_export):
+    from maskpre_tf.export.onnx import run_checked
+    from maskpre_tf.inference import MAX_BATCH
+
+    sess = session(os.path.join(cli_export[2], export.ONNX_FILE))
+    images = pixels(3)
+    np.testing.assert_array_equal(run_checked(sess, images), sess.run(None, {"images": images})[0])
+    nan, inf = images.copy(), images.copy()
+    nan[2, 5, 3, 1] = np.nan
+    inf[0, 0, 0, 0] = -np.inf
+    cases = [
+        (images[:0], "images: empty batch"),
+        (
+            np.zeros((MAX_BATCH + 1, HEIGHT, WIDTH, 3), np.float32),
+            rf"a batch of {MAX_BATCH + 1} images; send at most {MAX_BATCH}",
+        ),
+        (nan, r"image\(s\) \[2\] hold NaN or Inf"),
+        (inf, r"image\(s\) \[0\] hold NaN or Inf"),
+        # onnxruntime's own checks still answer behind it.
+        (images.astype(np.float64), r"Actual: \(tensor\(double\)\)"),
+        (images[0], "Invalid rank for input: images Got: 3"),
+    ]
+    for bad, message in cases:
+        with pytest.raises(InvalidArgument, match=message):
+            run_checked(sess, bad)
+    full = np.zeros((MAX_BATCH, HEIGHT, WIDTH, 3), np.float32)
+    assert run_checked(sess, full).shape == (MAX_BATCH, 256)
+
+
+# ---------------------------------------------------------------------------- load
+
+
+def test_concurrent_requests_through_run_checked(cli_export):
+    """4 clients x 50 requests of good and bad pixel batches (benchmarks/serve_load_bench.py)."""
+    sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+    import serve_load_bench
+
+    target = serve_load_bench.onnx_target(cli_export[2], seed=0)
+    args = serve_load_bench.parse_args(["--clients=4", "--requests=200", "--warmup=0"])
+    result = serve_load_bench.run_target(target, args)
+    assert result["requests"] == 200 and not result["problems"]
+    counts = result["counts"]
+    assert counts["crash"] == counts["wrong"] == counts["accepted"] == 0, result["cases"]
+    for row in result["cases"]:
+        sent = sum(row["counts"].values())
+        assert sent > 0 and row["counts"]["ok" if row["good"] else "refused"] == sent, row
+
+
+@pytest.mark.slow
+def test_load_bench_on_both_formats(cli_export):
+    """The load test's command line: 8 clients x 400 requests on the SavedModel and the ONNX
+    model of one version; every good request answered right, every bad one refused."""
+    proc = subprocess.run(
+        [
+            sys.executable,
+            os.path.join(ROOT, "benchmarks", "serve_load_bench.py"),
+            f"--model={cli_export[2]}",
+            "--clients=8",
+            "--requests=400",
+            "--warmup=100",
+            "--max_growth=100",  # a few seconds of load: memory is the full benchmark's goal
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"),
+        cwd=ROOT,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    assert lines[0].startswith("CPU: ")
+    report = json.loads(lines[-1])
+    names = [t["name"] for t in report["targets"]]
+    assert names == ["savedmodel serving_default", "onnxruntime model.onnx"]
+    for target in report["targets"]:
+        counts = target["counts"]
+        assert sum(counts.values()) == 500
+        assert counts["crash"] == counts["wrong"] == counts["accepted"] == 0
+        bad = sum(sum(r["counts"].values()) for r in target["cases"] if not r["good"])
+        assert counts["refused"] == bad > 0
 
 
 # ---------------------------------------------------------------------------- layout, errors

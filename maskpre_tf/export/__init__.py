@@ -68,6 +68,8 @@ _MODULE_OF = {
     "parse_formats": "formats",
     "DEFAULT_OPSET": "onnx",
     "ONNX_FILE": "onnx",
+    "check_pixels": "onnx",
+    "run_checked": "onnx",
     "convert_encoder": "onnx",
     "export_onnx": "onnx",
     "onnx_metadata": "onnx",

@@ -15,8 +15,11 @@ describe`), ``embedding_dim``, ``config_digest``, ``backbone`` and the other sca
 ``maskpre_metadata``: the whole metadata JSON, training config included.
 
 Unlike the SavedModel, the graph has no in-graph checks: onnxruntime itself rejects a wrong
-rank, dtype or H/W (``InvalidArgument``), while NaN pixels give NaN embeddings and an empty batch
-gives an empty [0, D] output.
+rank, dtype or H/W (``InvalidArgument``), while NaN pixels give NaN embeddings, an empty batch
+gives an empty [0, D] output and a batch of any size is run. :func:`run_checked` runs the model
+with the SavedModel's other checks in front (:func:`check_pixels`: an empty batch, more than
+:data:`~maskpre_tf.inference.MAX_BATCH` images, NaN or Inf pixels), refusing them with
+onnxruntime's own ``InvalidArgument``, so a service catches one exception type.
 
 The converter (``tf2onnx``, ``onnx``) is optional: ``pip install "maskpre-tf[onnx]"``.
 """
@@ -28,10 +31,11 @@ import os
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.errors import UserError
-from maskpre_tf.inference import OUTPUT_KEY, PIXELS_INPUT, build_metadata
+from maskpre_tf.inference import MAX_BATCH, OUTPUT_KEY, PIXELS_INPUT, build_metadata
 
 if TYPE_CHECKING:
     import onnx
@@ -60,6 +64,7 @@ _SCALAR_FIELDS = (
     "resize",
     "embedding_dim",
     "embedding_norm",
+    "max_batch",
     "config_digest",
     "backbone",
     "backbone_layout",
@@ -254,3 +259,59 @@ def read_onnx_metadata(path: str) -> dict[str, str]:
     except (OSError, ValueError, DecodeError) as err:
         raise UserError(f"{path}: not a readable ONNX model ({err}); export it again") from err
     return {p.key: p.value for p in model.metadata_props}
+
+
+def check_pixels(images: np.ndarray, max_batch: int = MAX_BATCH) -> None:
+    """Refuse the pixel batches the ONNX graph would run without complaint.
+
+    Checks float32 rank-4 input only (onnxruntime refuses another rank or dtype, and a wrong
+    H, W or channel count, itself): at least one and at most ``max_batch`` images, every pixel
+    finite.
+
+    Args:
+      images: float32 [n, H, W, 3], RGB 0–255.
+      max_batch: the largest n accepted.
+
+    Raises:
+      onnxruntime's ``InvalidArgument`` (``onnxruntime.capi.onnxruntime_pybind11_state``), with
+      the message naming the problem (and, for non-finite pixels, the images holding them).
+    """
+    from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+    images = np.asarray(images)
+    if images.ndim != 4 or images.dtype != np.float32:
+        return
+    count = images.shape[0]
+    if count == 0:
+        raise InvalidArgument(f"{ONNX_INPUT}: empty batch; send at least one image")
+    if count > max_batch:
+        raise InvalidArgument(
+            f"{ONNX_INPUT}: a batch of {count} images; send at most {max_batch} per request "
+            "(split the batch)"
+        )
+    finite = np.isfinite(images.reshape(count, -1)).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise InvalidArgument(
+            f"{ONNX_INPUT}: image(s) {bad[:16].tolist()} hold NaN or Inf; send RGB pixels in 0-255"
+        )
+
+
+def run_checked(model, images: np.ndarray, max_batch: int = MAX_BATCH) -> np.ndarray:
+    """Embed ``images`` with onnxruntime on an exported ``model.onnx``, bad input refused first.
+
+    Args:
+      model: an ``onnxruntime.InferenceSession`` on the exported file.
+      images: float32 [n, H, W, 3], RGB 0–255 (1 <= n <= ``max_batch``).
+      max_batch: the largest batch accepted (:data:`~maskpre_tf.inference.MAX_BATCH`).
+
+    Returns:
+      float32 [n, D], L2-normalised embeddings.
+
+    Raises:
+      onnxruntime's ``InvalidArgument`` for every bad input: :func:`check_pixels`'s, and a wrong
+      rank, dtype, size or channel count from onnxruntime itself.
+    """
+    images = np.asarray(images)
+    check_pixels(images, max_batch)
+    return model.run([ONNX_OUTPUT], {ONNX_INPUT: images})[0]

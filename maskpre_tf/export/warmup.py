@@ -14,7 +14,13 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.errors import UserError
-from maskpre_tf.inference import BYTES_INPUT, PIXELS_INPUT, PIXELS_SIGNATURE, SERVING_SIGNATURE
+from maskpre_tf.inference import (
+    BYTES_INPUT,
+    MAX_BATCH,
+    PIXELS_INPUT,
+    PIXELS_SIGNATURE,
+    SERVING_SIGNATURE,
+)
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
 DEFAULT_WARMUP_BATCH_SIZES = (1, 8)
@@ -24,7 +30,9 @@ def parse_batch_sizes(values: Sequence[str]) -> list[int]:
     """``--warmup_batch_sizes`` items (strings) → positive ints; blank items are dropped.
 
     Raises:
-      UserError: an item is not an integer, or not positive.
+      UserError: an item is not an integer, not positive, or above
+        :data:`~maskpre_tf.inference.MAX_BATCH` (the signatures would refuse that warmup
+        request, and TF Serving does not load a version whose warmup fails).
     """
     try:
         sizes = [int(s) for s in values if s.strip()]
@@ -34,6 +42,11 @@ def parse_batch_sizes(values: Sequence[str]) -> list[int]:
         ) from err
     if any(s < 1 for s in sizes):
         raise UserError("--warmup_batch_sizes: batch sizes must be positive")
+    if any(s > MAX_BATCH for s in sizes):
+        raise UserError(
+            f"--warmup_batch_sizes={','.join(values)}: at most {MAX_BATCH}, the largest batch "
+            "the serving signatures accept"
+        )
     return sizes
 
 
