@@ -115,7 +115,7 @@ def trained_row(
 ) -> dict:
     """Train one row in a fresh process (or reuse its finished summary); its figures."""
     run_dir = os.path.join(out, f"{name}_seed{seed}")
-    own = (f"--seed={seed}", f"--output_dir={run_dir}", *extra)
+    own = (f"--seed={seed}", f"--run_dir={run_dir}", *extra)
     argv = [
         sys.executable,
         "-m",

@@ -256,8 +256,11 @@ class OptimConfig:
 class RunConfig:
     """Where the run writes, its seed, evaluation cadence, model selection, distribution."""
 
-    output_dir: str = setting(
-        "runs/market", "where checkpoints, TensorBoard logs and the summary go"
+    run_dir: str = setting(
+        "runs/market",
+        "the run's folder: checkpoints, TensorBoard logs, summaries and the delivered weights "
+        "(every program that reads a run takes it as --run_dir)",
+        aliases=("output_dir",),
     )
     seed: int = setting(0, "random seed")
     eval_every: int = setting(5, "evaluate on query/gallery every N epochs (0 = only at the end)")
@@ -326,7 +329,11 @@ class TrainConfig:
         nested = nested and any(name in record for name in SECTIONS)
         sections = {}
         for name, section in SECTIONS.items():
-            values = record.get(name, {}) if nested else record
+            values = dict(record.get(name, {}) if nested else record)
+            for f in dataclasses.fields(section):  # a setting recorded under an earlier name
+                for alias in f.metadata["aliases"]:
+                    if alias in values and f.name not in values:
+                        values[f.name] = values.pop(alias)
             known = {f.name for f in dataclasses.fields(section)}
             sections[name] = section(**{k: v for k, v in values.items() if k in known})
         return cls(**sections)

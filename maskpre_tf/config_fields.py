@@ -34,15 +34,24 @@ def setting(
     choices: tuple[str, ...] = (),
     check: Check | None = None,
     parse: Callable[[str], Any] | None = None,
+    aliases: tuple[str, ...] = (),
 ) -> Any:
     """A dataclass field with its help text and, optionally, its choices, a range check, or a
     parser of its flag's text.
 
     ``flag=False`` fields are resolved at start-up, not set; ``check`` is (predicate, the
     expectation named in the error, e.g. "a fraction in [0, 1)"); ``parse`` turns the flag's
-    string into the value (and raises :class:`UserError` for a bad one).
+    string into the value (and raises :class:`UserError` for a bad one); ``aliases`` are earlier
+    names of the setting, still accepted as flags and in recorded configurations.
     """
-    metadata = {"help": help, "flag": flag, "choices": choices, "check": check, "parse": parse}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "choices": choices,
+        "check": check,
+        "parse": parse,
+        "aliases": aliases,
+    }
     return dataclasses.field(default=default, metadata=metadata)
 
 

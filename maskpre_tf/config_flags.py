@@ -44,6 +44,8 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
             flags.DEFINE_float(*args, flag_values=flag_values)
         else:
             flags.DEFINE_string(*args, flag_values=flag_values)
+        for alias in f.metadata["aliases"]:  # an earlier name, for older flagfiles
+            flags.DEFINE_alias(alias, f.name, flag_values=flag_values)
 
 
 def config_from_flags(flag_values: flags.FlagValues, resolve_weights: bool = True) -> TrainConfig:

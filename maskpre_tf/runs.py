@@ -1,6 +1,6 @@
 """The run directory: what a training run writes where, and how to read it back.
 
-A run's ``--output_dir`` holds::
+A run's ``--run_dir`` holds::
 
     config.json                  {"digest": ..., "config": TrainConfig.to_dict()}
     checkpoints/                 tf.train.CheckpointManager: model (student and teacher),
@@ -66,7 +66,7 @@ def atomic_save_weights(model: keras.Model, path: str) -> None:
     os.replace(tmp, path)
 
 
-def prepare_output_dir(path: str, flag: str = "--output_dir") -> None:
+def prepare_run_dir(path: str, flag: str = "--run_dir") -> None:
     """Create ``path`` if needed and check that this process can write into it.
 
     Raises:
@@ -94,7 +94,7 @@ def read_config(run_dir: str) -> TrainConfig:
     path = os.path.join(run_dir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise UserError(
-            f"{run_dir}: no {CONFIG_FILE}; expected the --output_dir of a maskpre_tf.train run"
+            f"{run_dir}: no {CONFIG_FILE}; expected the --run_dir of a maskpre_tf.train run"
         )
     try:
         with open(path) as f:
@@ -141,7 +141,7 @@ def load_encoder(run_dir: str, prefer_checkpoint: bool = False, network: str | N
     was not deployed, the weights come from that encoder's branch of the latest checkpoint.
 
     Args:
-      run_dir: a run's ``--output_dir``.
+      run_dir: a run's ``--run_dir``.
       prefer_checkpoint: take the latest checkpoint even when the final weights exist.
       network: "teacher" or "student"; None: the run's ``--deploy_network``.
     Returns:

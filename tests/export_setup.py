@@ -24,7 +24,7 @@ def make_run(run_dir: str, seed: int = 0, input_norm: str = "torch"):
         input_norm=input_norm,
         height=HEIGHT,
         width=WIDTH,
-        output_dir=run_dir,
+        run_dir=run_dir,
     )
     teacher = build_encoder(cfg.model, (HEIGHT, WIDTH, 3), name="teacher")
     rng = np.random.default_rng(seed)

@@ -175,7 +175,7 @@ def test_a_read_only_output_folder_is_one_clear_line(synth_market, read_only_dir
     assert proc.returncode == 2, proc.stderr[-3000:]
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert errors == [
-        f"error: --output_dir={read_only_dir} is not writable; pass a folder you can write to "
+        f"error: --run_dir={read_only_dir} is not writable; pass a folder you can write to "
         "(or fix its permissions)"
     ], proc.stderr[-2000:]
 

@@ -98,7 +98,7 @@ def tiny_config(synth_market: str, run_dir: str) -> TrainConfig:
         backbone_weights="none",
         height=SHAPE[0],
         width=SHAPE[1],
-        output_dir=run_dir,
+        run_dir=run_dir,
         cluster_network="student",
     )
 

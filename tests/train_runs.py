@@ -13,12 +13,12 @@ import tensorflow as tf
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def tiny_flags(data_dir: str, output_dir: str, **extra) -> list[str]:
+def tiny_flags(data_dir: str, run_dir: str, **extra) -> list[str]:
     """Flags of a ~20 s run (resnet_small, 64×32, 3 epochs × 3 steps) on a tiny generated set."""
     flags = {
         "dataset": "market1501",
         "data_dir": data_dir,
-        "output_dir": output_dir,
+        "run_dir": run_dir,
         "backbone": "resnet_small",
         "backbone_weights": "none",
         "height": 64,

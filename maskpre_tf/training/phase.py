@@ -117,7 +117,7 @@ def restore_or_start(
             raise UserError(
                 f"{path} does not fit the model these settings build (another backbone, memory "
                 "or head than the run was trained with?); resume with the run's own settings "
-                f"(its config.json) or pass a new --output_dir ({str(err).splitlines()[0][:200]})"
+                f"(its config.json) or pass a new --run_dir ({str(err).splitlines()[0][:200]})"
             ) from err
         found = None if state.input_norm is None else state.input_norm.numpy().decode()
         if found != expected:

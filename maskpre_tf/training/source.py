@@ -109,7 +109,7 @@ def source_phase(
         pad=data_cfg.pad,
         erase_prob=data_cfg.erase_prob,
     )
-    summary = os.path.join(cfg.run.output_dir, runs.SUMMARY_SOURCE)
+    summary = os.path.join(cfg.run.run_dir, runs.SUMMARY_SOURCE)
     progress = ProgressCallback(optim.batch_size, optim.iters, summary, log, prefix="source ")
     folder = os.path.join(own_dir, runs.SOURCE_CHECKPOINTS)
     return Phase(
@@ -138,11 +138,11 @@ def pretrain_on_source(
 
     Every source epoch ends in a checkpoint (``<own_dir>/source_checkpoints``: the supervised
     model, its optimizer and the epoch), so a killed run resumes its source phase at the epoch it
-    reached. The result is saved to ``<output_dir>/source_pretrained.weights.h5`` (then the
+    reached. The result is saved to ``<run_dir>/source_pretrained.weights.h5`` (then the
     source checkpoints are removed) and reused when the run restarts before its first MaskPre
     checkpoint; the teacher starts as a copy.
     """
-    path = os.path.join(cfg.run.output_dir, runs.SOURCE_WEIGHTS)
+    path = os.path.join(cfg.run.run_dir, runs.SOURCE_WEIGHTS)
     if os.path.exists(path):
         model.student.load_weights(path)
         model.copy_student_to_teacher()

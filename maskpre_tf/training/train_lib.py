@@ -9,7 +9,7 @@
    pre-train on the labelled source: :mod:`.source`);
 5. the MaskPre epochs (:class:`~.phase.Phase`, each epoch as :mod:`.epoch` lists it);
 6. outputs: the deployed encoder's weights (``--deploy_network``; with ``--keep_best`` the
-   best on validation) in ``<output_dir>/encoder.weights.h5``, its figures, the summary.
+   best on validation) in ``<run_dir>/encoder.weights.h5``, its figures, the summary.
 
 Re-running the same command resumes (see :mod:`maskpre_tf.runs` for the files).
 """
@@ -62,8 +62,8 @@ def open_place(cfg: TrainConfig) -> Place:
     """1. The strategy first (multi-worker set-up precedes other TF), the folders."""
     strategy = make_strategy(cfg.run.strategy)
     worker = worker_info(strategy)
-    out_dir = cfg.run.output_dir
-    runs.prepare_output_dir(out_dir)
+    out_dir = cfg.run.run_dir
+    runs.prepare_run_dir(out_dir)
     own_dir = out_dir if worker.is_chief else os.path.join(out_dir, f"worker_{worker.index}")
     os.makedirs(own_dir, exist_ok=True)
     if worker.is_chief:
@@ -230,7 +230,7 @@ def train(cfg: TrainConfig) -> dict:
     if first >= cfg.optim.epochs and earlier.get("after") is not None:
         log(
             f"{place.out_dir}: all {cfg.optim.epochs} epochs are done (summary.json); nothing to "
-            "train. Raise --epochs to train on, or pass a new --output_dir"
+            "train. Raise --epochs to train on, or pass a new --run_dir"
         )
         return earlier
     before = earlier.get("before", {}) if first else figures_before(cfg, place, nets, data)
