@@ -35,6 +35,7 @@ def setting(
     check: Check | None = None,
     parse: Callable[[str], Any] | None = None,
     aliases: tuple[str, ...] = (),
+    resume: bool = True,
 ) -> Any:
     """A dataclass field with its help text and, optionally, its choices, a range check, or a
     parser of its flag's text.
@@ -42,7 +43,9 @@ def setting(
     ``flag=False`` fields are resolved at start-up, not set; ``check`` is (predicate, the
     expectation named in the error, e.g. "a fraction in [0, 1)"); ``parse`` turns the flag's
     string into the value (and raises :class:`UserError` for a bad one); ``aliases`` are earlier
-    names of the setting, still accepted as flags and in recorded configurations.
+    names of the setting, still accepted as flags and in recorded configurations;
+    ``resume=False`` marks a setting that defines the model, its checkpoint or its data (a run
+    resumed with another value is refused), not only the schedule or the method's weights.
     """
     metadata = {
         "help": help,
@@ -51,6 +54,7 @@ def setting(
         "check": check,
         "parse": parse,
         "aliases": aliases,
+        "resume": resume,
     }
     return dataclasses.field(default=default, metadata=metadata)
 

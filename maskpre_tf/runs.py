@@ -2,7 +2,11 @@
 
 A run's ``--run_dir`` holds::
 
-    config.json                  {"digest": ..., "config": TrainConfig.to_dict()}
+    .lock                        held by the process training the run (pid, host, start)
+    config.json                  {"digest", "config": TrainConfig.to_dict(), "original": the
+                                 configuration the run started with, "history": the settings
+                                 a resume changed and from which epoch}
+    run.flags                    the current configuration as a flagfile
     checkpoints/                 tf.train.CheckpointManager: model (student and teacher),
                                  optimizer, prototypes, pseudo labels, epoch, input normalisation
     logs/                        TensorBoard
@@ -18,8 +22,13 @@ half-written file under the final name.
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import gc
 import json
+import logging
 import os
+import warnings
 
 import keras
 import tensorflow as tf
@@ -28,6 +37,7 @@ from maskpre_tf.config import TrainConfig
 from maskpre_tf.errors import UserError
 
 CONFIG_FILE = "config.json"
+FLAGS_FILE = "run.flags"
 CHECKPOINTS = "checkpoints"
 SOURCE_CHECKPOINTS = "source_checkpoints"
 LOGS = "logs"
@@ -46,6 +56,14 @@ def atomic_write_json(path: str, record: object) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w") as f:
         json.dump(record, f, indent=1, default=float)
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
     os.replace(tmp, path)
 
 
@@ -107,18 +125,81 @@ def read_config(run_dir: str) -> TrainConfig:
         ) from err
 
 
-def write_config(cfg: TrainConfig, run_dir: str, log=print) -> None:
-    """Record the run's configuration; note the settings that changed when resuming."""
+def _flat(cfg: TrainConfig) -> dict[str, object]:
+    """{setting: value} of a configuration (field names are unique across sections)."""
+    return {f.name: value for _, f, value in cfg.fields()}
+
+
+def resume_conflicts(recorded: TrainConfig, requested: TrainConfig) -> list[str]:
+    """The settings that define the model, its checkpoint or its data and differ between a
+    run's record and a command: one ``--flag: run has X, you passed Y`` text each."""
+    new = _flat(requested)
+    return [
+        f"--{f.name}: run has {value!r}, you passed {new[f.name]!r}"
+        for _, f, value in recorded.fields()
+        if not f.metadata["resume"] and f.name != "run_dir" and value != new[f.name]
+    ]
+
+
+def check_resume(cfg: TrainConfig, run_dir: str) -> None:
+    """Refuse a command that would resume ``run_dir`` with another model, before any write.
+
+    Settings that change only the schedule or the method's weights (epochs, lr, eps, ...) may
+    change on resume (:func:`write_config` records when); the others (``resume=False`` in
+    :mod:`maskpre_tf.config_sections`: backbone, size, data, memory, heads, precision, ...)
+    may not.
+
+    Raises:
+      UserError: naming each differing setting and the fix.
+    """
+    if not os.path.isfile(os.path.join(run_dir, CONFIG_FILE)):
+        return
+    conflicts = resume_conflicts(read_config(run_dir), cfg)
+    if conflicts:
+        raise UserError(
+            f"{run_dir} is a run of another model: {'; '.join(conflicts)}. Resume it with its "
+            f"own settings (--flagfile={os.path.join(run_dir, FLAGS_FILE)}) or pass a new "
+            "--run_dir; nothing was written"
+        )
+
+
+def config_flags(cfg: TrainConfig) -> str:
+    """A flagfile of every setting of ``cfg`` (``python -m maskpre_tf.train --flagfile=...``)."""
+    lines = ["# The settings of this run, as flags (written by maskpre_tf.train)."]
+    for _, f, value in cfg.fields():
+        if f.metadata["flag"]:
+            text = str(value).lower() if isinstance(value, bool) else value
+            lines.append(f"--{f.name}={text}")
+    return "\n".join(lines) + "\n"
+
+
+def write_config(cfg: TrainConfig, run_dir: str, epoch: int = 0, log=print) -> None:
+    """Record the run's configuration, after a resume as well, without losing the original.
+
+    ``config.json`` holds the current configuration, the one the run started with
+    (``original``) and ``history``: for every resume that changed settings, the epoch from which
+    the new values apply and each setting's old and new value. ``run.flags`` is the current
+    configuration as a flagfile.
+    """
     path = os.path.join(run_dir, CONFIG_FILE)
-    record = {"digest": cfg.digest(), "config": cfg.to_dict()}
+    current = cfg.to_dict()
+    record = {"digest": cfg.digest(), "config": current, "original": current, "history": []}
     if os.path.exists(path):
+        earlier = read_json(path)
         old = read_config(run_dir)
-        if old.digest() != record["digest"]:
-            flat_old = {k: v for section in old.to_dict().values() for k, v in section.items()}
-            flat_new = {k: v for section in record["config"].values() for k, v in section.items()}
-            changed = sorted(k for k, v in flat_new.items() if flat_old.get(k) != v)
-            log(f"note: resuming {run_dir} with changed settings: {', '.join(changed)}")
+        record["original"] = earlier.get("original", earlier.get("config", current))
+        record["history"] = earlier.get("history", [])
+        before, now = _flat(old), _flat(cfg)
+        changed = {k: [before.get(k), v] for k, v in now.items() if before.get(k) != v}
+        changed.pop("run_dir", None)
+        if changed:
+            record["history"].append({"from_epoch": epoch + 1, "changed": changed})
+            log(
+                f"note: resuming {run_dir} at epoch {epoch + 1} with changed settings: "
+                f"{', '.join(sorted(changed))} (recorded in {CONFIG_FILE})"
+            )
     atomic_write_json(path, record)
+    atomic_write_text(os.path.join(run_dir, FLAGS_FILE), config_flags(cfg))
 
 
 def latest_checkpoint(run_dir: str) -> str | None:
@@ -158,14 +239,52 @@ def load_encoder(run_dir: str, prefer_checkpoint: bool = False, network: str | N
     final = [path for path in final if deployed and os.path.isfile(path)]
     latest = latest_checkpoint(run_dir)
     if final and not (prefer_checkpoint and latest):
-        encoder.load_weights(final[0])
+        source = final[0]
+        loader = functools.partial(encoder.load_weights, source)
     elif latest:
-        # Restore only this encoder's branch of the training checkpoint's object graph.
-        branch = tf.train.Checkpoint(**{network: encoder})
-        tf.train.Checkpoint(model=branch).restore(latest).expect_partial()
+        source = latest
+        loader = functools.partial(_restore_branch, encoder, network, latest)
     else:
         raise UserError(
             f"{run_dir}: neither {ENCODER_WEIGHTS} nor a checkpoint under "
             f"{CHECKPOINTS}/; has the run finished an epoch?"
         )
+    try:
+        with quiet_restore():
+            loader()
+    except (ValueError, AssertionError) as err:
+        raise UserError(
+            f"{source} does not fit the model {os.path.join(run_dir, CONFIG_FILE)} describes "
+            f"(--backbone={cfg.model.backbone}, {cfg.data.height}x{cfg.data.width}); the run's "
+            f"record and its weights disagree ({str(err).splitlines()[0][:160]})"
+        ) from None
     return encoder, cfg
+
+
+@contextlib.contextmanager
+def quiet_restore():
+    """Keras's and TensorFlow's per-variable warnings of a restore that does not fit silenced:
+    the caller reports the mismatch in one line. Restore objects dropped inside are collected
+    before the logging level comes back (their warnings are logged when they are deleted)."""
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        gc.collect()
+        logger.setLevel(level)
+
+
+def _restore_branch(encoder, network: str, checkpoint: str) -> None:
+    """Restore only ``network``'s branch of a training checkpoint into ``encoder``.
+
+    Raises:
+      AssertionError: a weight of the encoder has no value in the checkpoint.
+    """
+    branch = tf.train.Checkpoint(**{network: encoder})
+    status = tf.train.Checkpoint(model=branch).restore(checkpoint)
+    status.expect_partial()  # the optimizer, memories and the other network stay unread
+    status.assert_existing_objects_matched()

@@ -30,7 +30,7 @@ def make_run_dir(out: Path) -> str:
         input_norm="torch",
         height=64,
         width=32,
-        output_dir=str(out),
+        run_dir=str(out),
     )
     teacher = build_encoder(cfg.model, (64, 32, 3), name="teacher")
     runs.write_config(cfg, str(out))

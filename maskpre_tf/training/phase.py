@@ -108,12 +108,17 @@ def restore_or_start(
     expected = None if state.input_norm is None else state.input_norm.numpy().decode()
     candidates = runs.checkpoints_newest_first(folder)
     for path in candidates:
+        status = None
         try:
-            checkpoint.restore(path).assert_existing_objects_matched()
+            with runs.quiet_restore():
+                status = checkpoint.restore(path)
+                status.assert_existing_objects_matched()
         except (tf.errors.OpError, IndexError, OSError) as err:  # damaged files
             log(f"note: {path} is unreadable ({type(err).__name__}); trying the one before it")
             continue
         except (AssertionError, ValueError) as err:
+            if status is not None:  # no warning per unmatched value when the status goes
+                status.expect_partial()
             raise UserError(
                 f"{path} does not fit the model these settings build (another backbone, memory "
                 "or head than the run was trained with?); resume with the run's own settings "

@@ -72,7 +72,8 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None] = print) -> datasets.
     if len(data.train) < cfg.optim.batch_size:
         raise UserError(
             f"{data_cfg.data_dir}: {len(data.train)} training images, fewer than "
-            f"one batch (--batch_size={cfg.optim.batch_size})"
+            f"one batch (--batch_size={cfg.optim.batch_size}); add images (clustering needs "
+            "several per person) or lower --batch_size (a multiple of --num_instances)"
         )
     return data
 

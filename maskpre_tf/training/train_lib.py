@@ -16,6 +16,7 @@ Re-running the same command resumes (see :mod:`maskpre_tf.runs` for the files).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass
@@ -33,6 +34,7 @@ from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation.extract import evaluate_model
 from maskpre_tf.models.folding import FoldedEncoder
 from maskpre_tf.models.maskpre import MaskPre, build_maskpre
+from maskpre_tf.run_lock import RunLock
 from maskpre_tf.training.clustering_callback import ClusteringCallback
 from maskpre_tf.training.distribute import make_strategy, worker_info
 from maskpre_tf.training.evaluation import EvaluationCallback
@@ -59,15 +61,15 @@ class Place:
 
 
 def open_place(cfg: TrainConfig) -> Place:
-    """1. The strategy first (multi-worker set-up precedes other TF), the folders."""
+    """1. The strategy first (multi-worker set-up precedes other TF); a command that does not
+    fit the run's record is refused before anything is written; the folders."""
     strategy = make_strategy(cfg.run.strategy)
     worker = worker_info(strategy)
     out_dir = cfg.run.run_dir
+    if worker.is_chief:
+        runs.check_resume(cfg, out_dir)
     runs.prepare_run_dir(out_dir)
     own_dir = out_dir if worker.is_chief else os.path.join(out_dir, f"worker_{worker.index}")
-    os.makedirs(own_dir, exist_ok=True)
-    if worker.is_chief:
-        runs.write_config(cfg, out_dir, log=log)
     return Place(strategy, out_dir, own_dir, worker.is_chief)
 
 
@@ -216,15 +218,28 @@ def deliver(
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run (or resume) a whole training; returns the summary dict."""
+    """Run (or resume) a whole training; returns the summary dict.
+
+    The chief holds the run folder's lock (:class:`~maskpre_tf.run_lock.RunLock`) from before
+    its first write to the end, on every exit path.
+    """
     start = time.perf_counter()
     place = open_place(cfg)  # 1
+    with RunLock(place.out_dir, log) if place.is_chief else contextlib.nullcontext():
+        os.makedirs(place.own_dir, exist_ok=True)
+        return train_in(cfg, place, start)
+
+
+def train_in(cfg: TrainConfig, place: Place, start: float) -> dict:
+    """2-6 of :func:`train`, the run's folder locked."""
     data = load_data(cfg, log)  # 2
     keras.utils.set_random_seed(cfg.run.seed)
     keras.mixed_precision.set_global_policy(cfg.optim.precision)
     nets = build_networks(cfg, place, len(data.train))  # 3
     phase = maskpre_phase(cfg, place, nets, data)
     first = phase.resume()  # 4
+    if place.is_chief:  # the record is rewritten only once the checkpoint fits the model
+        runs.write_config(cfg, place.out_dir, first, log=log)
     summary_path = os.path.join(place.out_dir, runs.SUMMARY)
     earlier = runs.read_json(summary_path) if first else {}
     if first >= cfg.optim.epochs and earlier.get("after") is not None:
