@@ -22,7 +22,7 @@ TFS_IMAGE="${TFS_IMAGE:-tensorflow/serving:latest}"
 
 if [[ ! -d "$MODELS_DIR/$MODEL_NAME" ]]; then
   echo "error: $MODELS_DIR/$MODEL_NAME does not exist; run python -m maskpre_tf.export" \
-       "--checkpoint=RUN_DIR --export_dir=$MODELS_DIR/$MODEL_NAME first" >&2
+       "--run_dir=RUN_DIR --export_dir=$MODELS_DIR/$MODEL_NAME first" >&2
   exit 2
 fi
 

@@ -288,7 +288,7 @@ class RunConfig:
         "teacher",
         "the encoder the run delivers: teacher (the EMA model) or student (the online "
         "model); its figures are the run's result, --keep_best keeps it, encoder.weights.h5 "
-        "holds it, and evaluate, export, search and the probe load it; the shipped recipe "
+        "holds it, and evaluate, export and search load it; the shipped recipe "
         "delivers the student, which led the teacher at every evaluation on real Market-1501",
         choices=NETWORKS,
     )

@@ -42,8 +42,16 @@ def quiet_tensorflow_startup() -> None:
 
 
 def prepare_process() -> None:
-    """The start of every program: a fast allocator (re-executing once), then a quiet TF import."""
+    """The start of every program: a fast allocator (re-executing once), then a quiet TF import.
+
+    Neither when the command line asks for the program's help (``--help``, ``-h``): printing it
+    needs no TensorFlow. (``--helpfull`` starts the program as usual.)
+    """
     from maskpre_tf import allocator
+    from maskpre_tf.cli_help import asks_for_help
+
+    if asks_for_help(sys.argv[1:]):
+        return
 
     allocator.preload()
     quiet_tensorflow_startup()

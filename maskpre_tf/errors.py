@@ -16,6 +16,10 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from maskpre_tf.cli_help import ProgramHelp
 
 
 class UserError(Exception):
@@ -65,7 +69,7 @@ def flag_error_message(err: Exception) -> str:
             f"--flagfile={path}: {reason.lower()} (relative paths are read from {os.getcwd()}); "
             "check the path (the shipped flagfiles are configs/*.flags)"
         )
-    return f"{text.removeprefix('ERROR:: ')}; see --helpfull for every flag"
+    return f"{text.removeprefix('ERROR:: ')}; see --help for this program's flags"
 
 
 def parse_flags(argv: Sequence[str]) -> list[str]:
@@ -82,16 +86,24 @@ def parse_flags(argv: Sequence[str]) -> list[str]:
         sys.exit(EXIT_USER_ERROR)
 
 
-def run_app(main: Callable[[list[str]], None]) -> None:
+def run_app(main: Callable[[list[str]], None], program_help: ProgramHelp | None = None) -> None:
     """Run a program: absl parses the flags (:func:`parse_flags`), then :func:`run_main`.
 
     Every way the user can get the command wrong (a bad flag or flagfile, a :class:`UserError`,
     a full disk) ends in one ``error:`` line and exit status 2; ``--debug`` (a flag the program
-    defines) shows the traceback of a user error too.
+    defines) shows the traceback of a user error too. ``program_help`` is what ``--help``
+    prints (:func:`maskpre_tf.cli_help.install`), once absl has defined its own flags.
     """
     from absl import app, flags
 
-    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug), flags_parser=parse_flags)
+    def parse(argv: Sequence[str]) -> list[str]:
+        if program_help is not None:
+            from maskpre_tf.cli_help import install
+
+            install(program_help)
+        return parse_flags(argv)
+
+    app.run(lambda argv: run_main(main, argv, debug=flags.FLAGS.debug), flags_parser=parse)
 
 
 # What the OS says when a write fails for lack of room or rights, as errno and as TF's text.

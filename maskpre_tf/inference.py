@@ -11,7 +11,9 @@ r"""Inference: the serving module every deployment path runs, and one embedder t
   :data:`MAX_BATCH` images, before decoding or running the encoder. :mod:`maskpre_tf.export`
   saves it for TF Serving; gallery search on a training run embeds through the same graph.
 * :func:`load_embedder` loads a training run directory or an exported SavedModel as an
-  :class:`Embedder`, the one interface evaluation and search use.
+  :class:`~maskpre_tf.embedder.Embedder` (defined in :mod:`maskpre_tf.embedder`, importable
+  from here and as ``maskpre_tf.load_embedder``), the one interface evaluation, search,
+  ``python -m maskpre_tf.embed`` and notebooks use.
 """
 
 from __future__ import annotations
@@ -21,13 +23,13 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import tensorflow as tf
 
 from maskpre_tf import __version__
 from maskpre_tf.data.images import MAX_IMAGE_PIXELS, decode_image, image_size_checks
+from maskpre_tf.embedder import Embedder
 from maskpre_tf.errors import UserError
 from maskpre_tf.models.encoder import ReidEncoder
 from maskpre_tf.models.folding import FoldedEncoder
@@ -275,28 +277,6 @@ class ServingModule(tf.Module):
         }
 
 
-@dataclass
-class Embedder:
-    """A loaded model: RGB pixels or encoded files in, L2-normalised embeddings out.
-
-    Attributes:
-      embed_pixels: float32 [n, H, W, 3] RGB in 0–255 → float32 [n, D] (a tensor function).
-      embed_bytes: list of encoded JPEG/PNG files (length n ≥ 1) → float32 [n, D];
-        raises ``tf.errors.InvalidArgumentError`` when a file cannot be decoded.
-      Both send a batch of more than :data:`MAX_BATCH` images in slices of that many.
-      height, width: the model's input size in pixels.
-      identity: hex digest of the model's content (cache key).
-      description: the model's path and kind, for reports.
-    """
-
-    embed_pixels: Callable[[tf.Tensor], tf.Tensor]
-    embed_bytes: Callable[[Sequence[bytes]], np.ndarray]
-    height: int
-    width: int
-    identity: str
-    description: str
-
-
 def _hash_files(paths: Sequence[str]) -> str:
     """SHA-256 (hex) of the concatenated contents of ``paths``."""
     digest = hashlib.sha256()
@@ -321,23 +301,31 @@ def find_saved_model(path: str) -> str | None:
     return os.path.join(path, str(versions[-1])) if versions else None
 
 
-def load_embedder(model: str, flag: str = "--model") -> Embedder:
+def load_embedder(model: str | os.PathLike, flag: str = "--saved_model") -> Embedder:
     """Load a training run directory or an exported SavedModel as an :class:`Embedder`.
 
+    Both embed through the serving graph (:class:`ServingModule`): a run's features equal
+    those its export serves, to float round-off. Loading imports TensorFlow and builds the
+    model (seconds); the :class:`Embedder` methods then embed pixels, files or a folder.
+
     Args:
-      model: a run's ``--output_dir`` (config.json + weights), a SavedModel version folder, or
+      model: a run's ``--run_dir`` (config.json + weights), a SavedModel version folder, or
         an export base path (its highest version is used).
       flag: the command-line flag that named ``model``, for error messages.
+
+    Raises:
+      UserError: ``model`` is neither, or its files are incomplete.
     """
     from maskpre_tf import runs
 
+    model = os.fspath(model)
     if os.path.isfile(os.path.join(model, runs.CONFIG_FILE)):
         return _embedder_from_run(model)
     saved = find_saved_model(model)
     if saved is None:
         raise UserError(
             f"{flag}={model}: neither a training run directory (config.json) nor a SavedModel "
-            "(saved_model.pb, or numbered version folders holding one); pass the --output_dir "
+            "(saved_model.pb, or numbered version folders holding one); pass the --run_dir "
             "of maskpre_tf.train or the --export_dir of maskpre_tf.export"
         )
     return _embedder_from_saved_model(saved, flag)

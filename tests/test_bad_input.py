@@ -174,7 +174,7 @@ def test_cli_reports_a_malformed_tf_config(tmp_path):
         "--backbone=resnet_small",
         "--backbone_weights=none",
         f"--data_dir={tmp_path / 'absent'}",
-        f"--output_dir={tmp_path / 'run'}",
+        f"--run_dir={tmp_path / 'run'}",
         TF_CONFIG='{"cluster": {"worker": ["127.0.0.1:1"]}',
     )
     assert_user_error(proc, "TF_CONFIG (read by --strategy=multi_worker): not valid JSON")
@@ -252,7 +252,7 @@ def test_search_reports_corrupt_models_and_image_less_queries(exported, synth_ma
     gallery = os.path.join(synth_market, "bounding_box_test")
     query = os.path.join(synth_market, "query")
     for path in corrupt_saved_models(tmp_path, exported[1]).values():
-        with pytest.raises(UserError, match=f"^{re.escape(f'--model={path}: ')}"):
+        with pytest.raises(UserError, match=f"^{re.escape(f'--saved_model={path}: ')}"):
             search.run_search(path, gallery, query, str(tmp_path / "out"))
     no_images = tmp_path / "no_images"
     no_images.mkdir()
@@ -264,10 +264,10 @@ def test_search_reports_corrupt_models_and_image_less_queries(exported, synth_ma
 def test_search_cli_reports_a_query_folder_without_images(exported, synth_market, tmp_path):
     proc = run_cli(
         "maskpre_tf.search",
-        f"--model={exported[1]}",
+        f"--saved_model={exported[1]}",
         f"--gallery={os.path.join(synth_market, 'bounding_box_test')}",
         f"--query={tmp_path}",
-        f"--output_dir={tmp_path / 'out'}",
+        f"--results_dir={tmp_path / 'out'}",
     )
     assert_user_error(proc, f"--query={tmp_path}: no .jpg/.jpeg/.png files", "--query at a")
 

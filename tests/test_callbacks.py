@@ -205,9 +205,7 @@ def _stage(cfg, model, train, state):
     return stage
 
 
-def test_the_pseudo_label_stage_writes_the_labels_home_and_the_memories(
-    synth_market, tiny_model
-):
+def test_the_pseudo_label_stage_writes_the_labels_home_and_the_memories(synth_market, tiny_model):
     cfg, model = tiny_model
     train = _records(synth_market)
     cfg = cfg.replace(eps="auto", k1=8, k2=2, min_samples=2, outliers="instances")

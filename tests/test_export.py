@@ -340,7 +340,7 @@ def test_cli_reports_user_errors_without_traceback(tmp_path):
             sys.executable,
             "-m",
             "maskpre_tf.export",
-            f"--checkpoint={tmp_path / 'missing'}",
+            f"--run_dir={tmp_path / 'missing'}",
             f"--export_dir={tmp_path / 'models' / 'maskpre'}",
         ],
         capture_output=True,
@@ -350,7 +350,7 @@ def test_cli_reports_user_errors_without_traceback(tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert f"error: --checkpoint={tmp_path / 'missing'}: no such directory" in proc.stderr
+    assert f"error: --run_dir={tmp_path / 'missing'}: no such directory" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "models").exists()
 

@@ -183,7 +183,7 @@ def test_a_read_only_output_folder_is_one_clear_line(synth_market, read_only_dir
 @pytest.mark.slow
 def test_a_killed_export_leaves_earlier_versions_and_no_half_version(reference, tmp_path):
     export_dir = str(tmp_path / "models" / "maskpre")
-    flags = [f"--checkpoint={reference}", f"--export_dir={export_dir}", "--warmup_batch_sizes="]
+    flags = [f"--run_dir={reference}", f"--export_dir={export_dir}", "--warmup_batch_sizes="]
     first = run_train(flags, program=["-m", "maskpre_tf.export"])
     assert first.returncode == 0, first.stderr[-3000:]
     killed_at("export_write", 1, flags, module="maskpre_tf.export")
@@ -205,11 +205,11 @@ def test_a_killed_search_cache_write_is_rebuilt(reference, synth_market, tmp_pat
 
     def flags(name: str) -> list[str]:
         return [
-            f"--model={reference}",
+            f"--run_dir={reference}",
             f"--gallery={gallery}",
             f"--query={query}",
             f"--cache_dir={tmp_path / 'cache'}",
-            f"--output_dir={tmp_path / name}",
+            f"--results_dir={tmp_path / name}",
         ]
 
     killed_at("search_cache_write", 1, flags("killed"), module="maskpre_tf.search")

@@ -77,8 +77,9 @@ def test_importing_the_programs_defines_no_flags():
         "from absl import flags\n"
         "import maskpre_tf.train, maskpre_tf.evaluate, maskpre_tf.clustering.probe\n"
         "import maskpre_tf.export.__main__, maskpre_tf.search.__main__\n"
-        "import maskpre_tf.weights.__main__\n"
-        "print(sorted(n for n in ('eps', 'checkpoint', 'gallery', 'export_dir', 'arch', 'run')"
+        "import maskpre_tf.weights.__main__, maskpre_tf.embed\n"
+        "print(sorted(n for n in ('eps', 'run_dir', 'checkpoint', 'gallery', 'export_dir', 'arch',"
+        " 'run', 'images', 'results_dir')"
         " if n in flags.FLAGS))\n"
     )
     proc = subprocess.run(

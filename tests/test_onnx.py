@@ -72,7 +72,7 @@ def cli_export(tmp_path_factory):
             sys.executable,
             "-m",
             "maskpre_tf.export",
-            f"--checkpoint={tmp / 'run'}",
+            f"--run_dir={tmp / 'run'}",
             f"--export_dir={tmp / 'models' / 'maskpre'}",
             "--format=savedmodel,onnx",
             "--warmup_batch_sizes=",

@@ -77,8 +77,8 @@ def test_features_file_prints_one_row_per_eps_with_scores(tmp_path):
 @pytest.mark.parametrize(
     "flags, message",
     [
-        ([], "give exactly one of --run=RUN_DIR, --train_flagfile=FLAGFILE or --features"),
-        (["--run=a", "--features=b.npz"], "give exactly one of"),
+        ([], "give exactly one of --run_dir=RUN_DIR, --train_flagfile=FLAGFILE or --features"),
+        (["--run_dir=a", "--features=b.npz"], "give exactly one of"),
         (["--features=/no/such.npz"], "--features=/no/such.npz: not an .npz"),
         (["--features=x.npz", "--eps=0.5,1.5"], "every eps must lie in (0, 1)"),
     ],

@@ -160,10 +160,10 @@ def test_cli_exit_code_2_on_user_error(gallery, tmp_path):
             sys.executable,
             "-m",
             "maskpre_tf.search",
-            f"--model={tmp_path / 'no_model'}",
+            f"--run_dir={tmp_path / 'no_model'}",
             f"--gallery={gallery_dir}",
             f"--query={query_dir}",
-            f"--output_dir={tmp_path / 'out'}",
+            f"--results_dir={tmp_path / 'out'}",
         ],
         capture_output=True,
         text=True,
@@ -172,5 +172,5 @@ def test_cli_exit_code_2_on_user_error(gallery, tmp_path):
         timeout=120,
     )
     assert proc.returncode == 2
-    assert f"error: --model={tmp_path / 'no_model'}: neither" in proc.stderr
+    assert f"error: --run_dir={tmp_path / 'no_model'}: neither" in proc.stderr
     assert "Traceback" not in proc.stderr

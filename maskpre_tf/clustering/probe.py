@@ -1,6 +1,6 @@
 """What DBSCAN's eps does to a feature set: ``python -m maskpre_tf.clustering.probe``.
 
-    python -m maskpre_tf.clustering.probe --run=RUN_DIR            # the run's training set
+    python -m maskpre_tf.clustering.probe --run_dir=RUN_DIR        # the run's training set
     python -m maskpre_tf.clustering.probe --train_flagfile=configs/market_cpu.flags  # before
     python -m maskpre_tf.clustering.probe --features=FEATURES.npz  # features [, pids, camids]
 
@@ -9,10 +9,11 @@ the k-reciprocal Jaccard distances, the eps each rule (``--eps=auto``, ``auto_li
 choose (see :mod:`maskpre_tf.clustering.auto_eps`), and — when the training images carry
 identity labels (diagnostics only; training never reads them) — ARI and pairwise
 precision/recall against them.
-With ``--run`` the network the run clusters (``--cluster_network``) embeds its training set
-with the run's own settings, from its latest checkpoint. With ``--train_flagfile`` (a training
-flagfile, before any training) the encoder the run would start from (its ``--backbone_weights``)
-embeds the flagfile's training set: the first clustering's eps, chosen before a run is started.
+With ``--run_dir`` (earlier ``--run``) the network the run clusters (its ``--cluster_network``,
+not necessarily the one it delivers) embeds its training set with the run's own settings, from
+its latest checkpoint. With ``--train_flagfile`` (a training flagfile, before any training) the
+encoder the run would start from (its ``--backbone_weights``) embeds the flagfile's training
+set: the first clustering's eps, chosen before a run is started.
 A ``.npz`` needs an array ``features`` [N, D] and may hold ``pids`` [N] and ``camids`` [N].
 """
 
@@ -21,9 +22,23 @@ from __future__ import annotations
 import numpy as np
 from absl import flags
 
+from maskpre_tf.cli_help import ProgramHelp
 from maskpre_tf.errors import UserError, quiet_library_logs, run_app
 
 DEFAULT_EPS = "0.3,0.35,0.4,0.45,0.5,0.55,0.6,0.65,0.7"
+HELP = ProgramHelp(
+    "Show what DBSCAN's eps does to a feature set: clusters, outliers and the largest cluster "
+    "per eps, the eps training's auto and auto_linked rules would choose, and ARI when the "
+    "identities are known.",
+    (
+        "python -m maskpre_tf.clustering.probe --run_dir=runs/demo",
+        "python -m maskpre_tf.clustering.probe --train_flagfile=configs/market_cpu.flags",
+    ),
+    (
+        ("features (give one):", ("run_dir", "train_flagfile", "features")),
+        ("clustering:", ("eps", "k1", "k2", "min_samples", "camera_aware", "eps_tolerance")),
+    ),
+)
 
 
 def eps_table(
@@ -115,24 +130,44 @@ def run_features(
     )
 
 
-def define_flags() -> None:
-    """This program's flags (defined only when it runs)."""
-    flags.DEFINE_string("run", "", "a training run's --output_dir (its teacher, its data)")
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
+    """This program's flags (defined only when it runs); --run is --run_dir's earlier name."""
+    on = {"flag_values": flag_values}
     flags.DEFINE_string(
-        "train_flagfile", "", "a training flagfile: its data and untrained encoder (before a run)"
+        "run_dir",
+        "",
+        "a training run's folder (the --run_dir it was trained with): its training set, "
+        "embedded by the network it clusters (its --cluster_network) from its latest checkpoint",
+        **on,
     )
-    flags.DEFINE_string("features", "", ".npz with features [N, D], optional pids, camids")
-    flags.DEFINE_string("eps", DEFAULT_EPS, "comma-separated eps values to try")
-    flags.DEFINE_integer("k1", None, "k-reciprocal size (default: the run's, else 30)")
-    flags.DEFINE_integer("k2", None, "query expansion size (default: the run's, else 6)")
-    flags.DEFINE_integer("min_samples", None, "DBSCAN min_samples (default: the run's, else 4)")
+    flags.DEFINE_alias("run", "run_dir", **on)
+    flags.DEFINE_string(
+        "train_flagfile",
+        "",
+        "a training flagfile: its data and untrained encoder (before a run)",
+        **on,
+    )
+    flags.DEFINE_string("features", "", ".npz with features [N, D], optional pids, camids", **on)
+    flags.DEFINE_string("eps", DEFAULT_EPS, "comma-separated eps values to try", **on)
+    flags.DEFINE_integer("k1", None, "k-reciprocal size (default: the run's, else 30)", **on)
+    flags.DEFINE_integer("k2", None, "query expansion size (default: the run's, else 6)", **on)
+    flags.DEFINE_integer(
+        "min_samples", None, "DBSCAN min_samples (default: the run's, else 4)", **on
+    )
     flags.DEFINE_bool(
-        "camera_aware", None, "camera-centre the features first (default: the run's setting)"
+        "camera_aware",
+        None,
+        "camera-centre the features first (default: the run's setting, else no)",
+        **on,
     )
     flags.DEFINE_float(
-        "eps_tolerance", None, "the automatic rules' --eps_tolerance (default: the run's, else 0)"
+        "eps_tolerance",
+        None,
+        "with auto eps rules: take the largest eps within this fraction of the best score "
+        "(default: the run's, else 0)",
+        **on,
     )
-    flags.DEFINE_bool("debug", False, "show the traceback of user errors")
+    flags.DEFINE_bool("debug", False, "show the traceback of user errors", **on)
 
 
 def main(argv: list[str]) -> None:
@@ -140,10 +175,11 @@ def main(argv: list[str]) -> None:
     del argv
     values = flags.FLAGS
     quiet_library_logs()
-    sources = [values.run, values.train_flagfile, values.features]
+    sources = [values.run_dir, values.train_flagfile, values.features]
     if sum(bool(source) for source in sources) != 1:
         raise UserError(
-            "give exactly one of --run=RUN_DIR, --train_flagfile=FLAGFILE or --features=FILE.npz"
+            "give exactly one of --run_dir=RUN_DIR, --train_flagfile=FLAGFILE or "
+            "--features=FILE.npz"
         )
     try:
         eps_values = [float(e) for e in values.eps.split(",")]
@@ -152,8 +188,8 @@ def main(argv: list[str]) -> None:
     if any(not 0 < e < 1 for e in eps_values):
         raise UserError(f"--eps={values.eps}: every eps must lie in (0, 1)")
     settings = {"k1": 30, "k2": 6, "min_samples": 4, "camera_aware": False, "eps_tolerance": 0.0}
-    if values.run or values.train_flagfile:
-        features, pids, camids, cfg = run_features(values.run, values.train_flagfile)
+    if values.run_dir or values.train_flagfile:
+        features, pids, camids, cfg = run_features(values.run_dir, values.train_flagfile)
         c = cfg.clustering
         settings = {
             "k1": c.k1,
@@ -202,4 +238,4 @@ if __name__ == "__main__":
 
     prepare_process()
     define_flags()
-    run_app(main)
+    run_app(main, HELP)

@@ -8,6 +8,7 @@ itself (:mod:`maskpre_tf.models.normalization`).
   and evaluation readers also feed it the GIF, BMP and WebP variants it reads right, see
   :mod:`maskpre_tf.data.image_formats`; the serving graph takes JPEG and PNG only).
 * :func:`load_image` — the same from a file path.
+* :func:`resize_image` — the resize of :func:`decode_image`, for pixels already decoded.
 * :func:`encoded_image_size` / :func:`image_size_checks` — a JPEG's or PNG's size from its
   header, and the checks that refuse (before decoding) an image larger than
   :data:`MAX_IMAGE_PIXELS`: the serving graph's guard against decompression bombs.
@@ -56,12 +57,28 @@ def decode_image(image_bytes: tf.Tensor, height: int, width: int) -> tf.Tensor:
       float32 tensor [height, width, 3], RGB, values in 0–255.
     """
     image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    image = resize_image(image, height, width)
+    image.set_shape((height, width, 3))
+    return image
+
+
+def resize_image(image: tf.Tensor, height: int, width: int) -> tf.Tensor:
+    """RGB pixels resized to the model's input as :func:`decode_image` resizes them.
+
+    Bilinear with antialiasing, then clipped to 0–255. The one resize of every reader, the
+    serving graph and :meth:`maskpre_tf.embedder.Embedder.embed_arrays` included.
+
+    Args:
+      image: RGB pixels [h, w, 3] or [b, h, w, 3] in 0–255, any real dtype (e.g. uint8).
+      height, width: output size in pixels.
+
+    Returns:
+      float32 [height, width, 3] (or [b, height, width, 3]), values in 0–255.
+    """
     image = tf.image.resize(
         tf.cast(image, tf.float32), (height, width), method="bilinear", antialias=True
     )
-    image = tf.clip_by_value(image, 0.0, 255.0)
-    image.set_shape((height, width, 3))
-    return image
+    return tf.clip_by_value(image, 0.0, 255.0)
 
 
 def encoded_image_size(image_bytes: tf.Tensor) -> tf.Tensor:

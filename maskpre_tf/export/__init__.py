@@ -2,7 +2,7 @@
 
 Command line::
 
-    python -m maskpre_tf.export --checkpoint=RUN_DIR --export_dir=export/models/maskpre \\
+    python -m maskpre_tf.export --run_dir=RUN_DIR --export_dir=export/models/maskpre \\
         [--version=N] [--format=savedmodel|onnx|savedmodel,onnx]
 
 It writes ``<export_dir>/<version>/``, the layout TF Serving polls: a SavedModel of

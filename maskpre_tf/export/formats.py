@@ -184,7 +184,8 @@ def export_run_formats(
     """Export the deployed encoder of a training run directory; see :func:`export_encoder_formats`.
 
     Args:
-      run_dir: a run's ``--output_dir`` (config.json + encoder.weights.h5 or checkpoints/).
+      run_dir: a run's folder, its ``--run_dir`` (config.json + encoder.weights.h5 or
+        checkpoints/).
       prefer_checkpoint: export the latest checkpoint even when encoder.weights.h5 exists.
       kwargs: ``version``, ``model_name``, ``warmup_batch_sizes``, ``config_base_path``,
         ``opset`` as for :func:`export_encoder_formats`.
@@ -195,7 +196,7 @@ def export_run_formats(
         onnx_export.check_opset(kwargs.get("opset", onnx_export.DEFAULT_OPSET))
     if not os.path.isdir(run_dir):
         raise UserError(
-            f"--checkpoint={run_dir}: no such directory; expected the --output_dir "
+            f"--run_dir={run_dir}: no such directory; expected the --run_dir "
             "of a maskpre_tf.train run"
         )
     encoder, cfg = runs.load_encoder(run_dir, prefer_checkpoint=prefer_checkpoint)

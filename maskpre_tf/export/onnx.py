@@ -35,6 +35,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.errors import UserError
+from maskpre_tf.export.defaults import DEFAULT_OPSET, OPSETS
 from maskpre_tf.inference import MAX_BATCH, OUTPUT_KEY, PIXELS_INPUT, build_metadata
 
 if TYPE_CHECKING:
@@ -44,9 +45,6 @@ ONNX_FILE = "model.onnx"
 ONNX_INPUT = PIXELS_INPUT  # "images"
 ONNX_OUTPUT = OUTPUT_KEY  # "embedding"
 BATCH_DIM = "batch"
-# Opset 17: the newest tf2onnx 1.17 maps fully; within what onnxruntime and TensorRT parse.
-DEFAULT_OPSET = 17
-OPSETS = range(13, 19)
 METADATA_PROP = "maskpre_metadata"
 INSTALL_HINT = 'pip install "maskpre-tf[onnx]" (tf2onnx, onnx, onnxruntime)'
 # Scalar fields of build_metadata copied to metadata_props one by one; the rest (signatures,

@@ -173,7 +173,8 @@ def export_run(
     """Export the deployed encoder of a training run directory; see :func:`export_encoder`.
 
     Args:
-      run_dir: a run's ``--output_dir`` (config.json + encoder.weights.h5 or checkpoints/).
+      run_dir: a run's folder, its ``--run_dir`` (config.json + encoder.weights.h5 or
+        checkpoints/).
       prefer_checkpoint: export the latest checkpoint even when encoder.weights.h5 exists.
       The others: as for :func:`export_encoder`.
 
@@ -182,7 +183,7 @@ def export_run(
     """
     if not os.path.isdir(run_dir):
         raise UserError(
-            f"--checkpoint={run_dir}: no such directory; expected the --output_dir "
+            f"--run_dir={run_dir}: no such directory; expected the --run_dir "
             "of a maskpre_tf.train run"
         )
     encoder, cfg = runs.load_encoder(run_dir, prefer_checkpoint=prefer_checkpoint)

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from maskpre_tf.errors import UserError
+from maskpre_tf.export.defaults import DEFAULT_WARMUP_BATCH_SIZES
 from maskpre_tf.inference import (
     BYTES_INPUT,
     MAX_BATCH,
@@ -23,7 +24,6 @@ from maskpre_tf.inference import (
 )
 
 WARMUP_FILE = os.path.join("assets.extra", "tf_serving_warmup_requests")
-DEFAULT_WARMUP_BATCH_SIZES = (1, 8)
 
 
 def parse_batch_sizes(values: Sequence[str]) -> list[int]:

@@ -120,6 +120,7 @@ def run_search(
     cache_dir: str | None = None,
     batch_size: int = 64,
     verbose: bool = True,
+    model_flag: str = "--saved_model",
 ) -> SearchReport:
     """Embed the gallery (cached), rank every query image, write pictures and index.html.
 
@@ -127,11 +128,13 @@ def run_search(
       model: a run directory or SavedModel path, or an already loaded :class:`Embedder`.
       gallery_dir: folder of gallery crops.
       query: one image file or a folder of query crops.
-      output_dir: where ranked_<query>.png, index.html and rankings.json go.
+      output_dir: where ranked_<query>.png, index.html and rankings.json go (the program's
+        ``--results_dir``).
       top_k: matches shown per query.
       cache_dir: gallery cache folder; None = :func:`default_cache_dir`.
       batch_size: images per forward pass.
       verbose: print a summary.
+      model_flag: the flag that named ``model``, for error messages.
 
     Returns:
       a :class:`SearchReport`.
@@ -143,8 +146,8 @@ def run_search(
     queries = query_files(query)
     check_gallery_dir(gallery_dir)
     if not writable_dir(output_dir):
-        raise UserError(f"--output_dir={output_dir}: cannot create or write it; pick another")
-    embedder = model if isinstance(model, Embedder) else load_embedder(model)
+        raise UserError(f"--results_dir={output_dir}: cannot create or write it; pick another")
+    embedder = model if isinstance(model, Embedder) else load_embedder(model, flag=model_flag)
     cache_dir = cache_dir or default_cache_dir(gallery_dir, output_dir)
     gallery = build_gallery_index(embedder, gallery_dir, cache_dir, batch_size)
     report_skipped("gallery", gallery.skipped)

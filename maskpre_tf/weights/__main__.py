@@ -11,6 +11,7 @@ import json
 
 from absl import flags
 
+from maskpre_tf.cli_help import ProgramHelp
 from maskpre_tf.errors import UserError, run_app
 
 USAGE = (
@@ -19,12 +20,25 @@ USAGE = (
 )
 
 
-def define_flags() -> None:
+HELP = ProgramHelp(
+    "Import a PyTorch state dict as a Keras weights file (for the train program's "
+    "--backbone_weights), or show the import record of such a file.",
+    (
+        "python -m maskpre_tf.weights import --arch=resnet50 --src=resnet50-0676ba61.pth "
+        "--out=weights/resnet50.weights.h5",
+        "python -m maskpre_tf.weights show weights/resnet50.weights.h5",
+    ),
+    (("import (show takes only the file):", ("arch", "src", "out")),),
+)
+
+
+def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
     """This program's flags (defined only when it runs)."""
-    flags.DEFINE_enum("arch", None, ["resnet50", "mobilenet_v2"], "architecture of --src")
-    flags.DEFINE_string("src", None, "PyTorch state dict: .pth, .pt, .bin or .safetensors")
-    flags.DEFINE_string("out", None, "Keras weights file to write (name ends in .weights.h5)")
-    flags.DEFINE_bool("debug", False, "show the traceback of user errors")
+    on = {"flag_values": flag_values}
+    flags.DEFINE_enum("arch", None, ["resnet50", "mobilenet_v2"], "architecture of --src", **on)
+    flags.DEFINE_string("src", None, "PyTorch state dict: .pth, .pt, .bin or .safetensors", **on)
+    flags.DEFINE_string("out", None, "Keras weights file to write (name ends in .weights.h5)", **on)
+    flags.DEFINE_bool("debug", False, "show the traceback of user errors", **on)
 
 
 def main(argv: list[str]) -> None:
@@ -61,4 +75,4 @@ if __name__ == "__main__":
 
     prepare_process()
     define_flags()
-    run_app(main)
+    run_app(main, HELP)

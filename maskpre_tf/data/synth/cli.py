@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from maskpre_tf.cli_help import ProgramHelp, asks_for_help, print_and_exit, render_argparse
 from maskpre_tf.data.synth.writer import (
     DEMO_CAMERAS,
     DEMO_IDENTITIES,
@@ -12,34 +13,44 @@ from maskpre_tf.data.synth.writer import (
     generate,
 )
 
+HELP = ProgramHelp(
+    "Write a generated pedestrian data set in Market-1501 layout (train, query and gallery "
+    "crops of people seen by several cameras): the demo's data, no download needed.",
+    ("python -m maskpre_tf.data.synth --out=data/demo",),
+    (
+        ("output:", ("out",)),
+        ("the people and cameras:", ("identities", "cameras", "images_per_camera", "seed")),
+    ),
+)
 
-def _parse(argv: list[str]) -> argparse.Namespace:
-    """Parse the command line (``argv`` without the program name)."""
-    p = argparse.ArgumentParser(
-        prog="python -m maskpre_tf.data.synth",
-        description="Write a generated pedestrian data set in Market-1501 layout.",
-    )
-    p.add_argument("--out", required=True, help="destination folder")
+
+def _parser() -> argparse.ArgumentParser:
+    """The command line's options (``--help`` prints :data:`HELP` instead of argparse's text)."""
+    p = argparse.ArgumentParser(prog="python -m maskpre_tf.data.synth", add_help=False)
+    p.add_argument("--out", required=True, help="destination folder (required)")
     p.add_argument(
         "--identities",
         type=int,
         default=DEMO_IDENTITIES,
-        help="number of people, half train and half test (default %(default)s)",
+        help="number of people, half train and half test",
     )
-    p.add_argument(
-        "--cameras",
-        type=int,
-        default=DEMO_CAMERAS,
-        help="number of cameras, 2-9 (default %(default)s)",
-    )
+    p.add_argument("--cameras", type=int, default=DEMO_CAMERAS, help="number of cameras, 2-9")
     p.add_argument(
         "--images_per_camera",
         type=float,
         default=DEMO_IMAGES_PER_CAMERA,
-        help="mean images per identity per camera it appears in (default %(default)s)",
+        help="mean images per identity per camera it appears in",
     )
-    p.add_argument("--seed", type=int, default=DEMO_SEED, help="random seed (default %(default)s)")
-    return p.parse_args(argv)
+    p.add_argument("--seed", type=int, default=DEMO_SEED, help="random seed")
+    return p
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Parse the command line (``argv`` without the program name)."""
+    parser = _parser()
+    if asks_for_help(argv):
+        print_and_exit(render_argparse(HELP, parser))
+    return parser.parse_args(argv)
 
 
 def main(argv: list[str]) -> None:
