@@ -112,6 +112,14 @@ class ModelConfig:
         "down-sampling stage); fewer gradients, more steps per minute",
         resume=False,
     )
+    bn_group_size: int = setting(
+        0,
+        "ghost BatchNorm: the backbone's training-mode statistics over groups of this many "
+        "images of each replica's batch, so they do not depend on the device count (0: the "
+        "whole replica batch, synchronised across replicas); the published recipes' GPUs each "
+        "saw 64",
+        check=at_least(0),
+    )
     layout: str = setting(
         "keras",
         "backbone layout (keras or torch), decided by the weights",

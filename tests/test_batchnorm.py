@@ -78,3 +78,43 @@ def test_cases_the_kernel_does_not_cover_fall_back_to_keras(case):
 def test_factory_picks_the_fused_layer_unless_synchronised():
     assert type(batch_normalization(momentum=0.9)) is FusedBatchNormalization
     assert type(batch_normalization(synchronized=True)) is keras.layers.BatchNormalization
+
+
+def test_groups_of_n_images_normalise_as_separate_batches_of_n():
+    """Ghost BatchNorm: a batch of 16 in groups of 4 gives what four batches of 4 would give on
+    four unsynchronised replicas: the same outputs, and moving statistics moved by the mean of
+    the four groups' statistics."""
+    _, reference = pair(momentum=0.9, epsilon=1e-5)
+    grouped = FusedBatchNormalization(group_size=4, momentum=0.9, epsilon=1e-5)
+    grouped.build((None, 5, 3, 4))
+    grouped.set_weights(reference.get_weights())
+    start = [w.copy() for w in reference.get_weights()]
+    x = np.random.default_rng(1).normal(2.0, 3.0, size=(16, 5, 3, 4)).astype(np.float32)
+    got = grouped(x, training=True).numpy()
+    parts, moving = [], []
+    for g in range(4):  # one fresh "replica" per group, from the same starting statistics
+        reference.set_weights(start)
+        parts.append(reference(x[4 * g : 4 * g + 4], training=True).numpy())
+        moving.append([w.copy() for w in reference.get_weights()[2:]])
+    np.testing.assert_allclose(got, np.concatenate(parts), rtol=1e-5, atol=1e-5)
+    for mine, theirs in zip(grouped.get_weights()[2:], zip(*moving, strict=True), strict=True):
+        np.testing.assert_allclose(mine, np.mean(theirs, axis=0), rtol=1e-5, atol=1e-6)
+    # The whole batch's statistics differ: the groups are what makes the outputs above.
+    whole = FusedBatchNormalization(momentum=0.9, epsilon=1e-5)
+    whole.build((None, 5, 3, 4))
+    whole.set_weights(start)
+    assert np.abs(whole(x, training=True).numpy() - got).max() > 1e-2
+
+
+def test_a_group_size_that_does_not_divide_the_batch_is_an_error():
+    layer = FusedBatchNormalization(group_size=4)
+    layer.build((None, 5, 3, 4))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bn_group_size=4"):
+        layer(np.zeros((6, 5, 3, 4), np.float32), training=True)
+
+
+def test_grouping_replaces_synchronising_and_survives_serialisation():
+    layer = batch_normalization(synchronized=True, group_size=8, momentum=0.9)
+    assert isinstance(layer, FusedBatchNormalization) and not layer.synchronized
+    clone = FusedBatchNormalization.from_config(layer.get_config())
+    assert clone.group_size == 8

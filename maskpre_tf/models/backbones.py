@@ -113,7 +113,7 @@ def _application(name: str, input_shape: tuple[int, int, int], weights: str) -> 
 
 
 def _rebuild(
-    model: keras.Model, name: str, last_stride: int, layout: str, sync_bn: bool
+    model: keras.Model, name: str, last_stride: int, layout: str, sync_bn: bool, bn_group: int
 ) -> keras.Model:
     """Clone an application trunk with the re-ID last stride, the layout and BN settings.
 
@@ -154,7 +154,7 @@ def _rebuild(
             config["momentum"] = BN_MOMENTUM
             if torch:
                 config["epsilon"] = TORCH_BN_EPSILON
-            return batch_normalization(**{**config, "synchronized": sync_bn})
+            return batch_normalization(**{**config, "synchronized": sync_bn}, group_size=bn_group)
         if (
             torch
             and type(layer) is keras.layers.Conv2D
@@ -189,6 +189,7 @@ def _basic_block(x, filters: int, stride: int, name: str, bn):
 def resnet_small(
     input_shape: tuple[int, int, int],
     sync_bn: bool = False,
+    bn_group: int = 0,
     widths: tuple[int, ...] = (32, 64, 128, 256),
     blocks: tuple[int, ...] = (1, 1, 1, 1),
 ) -> keras.Model:
@@ -197,6 +198,7 @@ def resnet_small(
     Args:
       input_shape: (H, W, 3).
       sync_bn: synchronise BatchNormalization across replicas.
+      bn_group: BatchNorm statistics over groups of this many images (0: the whole batch).
       widths: channels of the four stages; the output has ``widths[-1]`` channels.
       blocks: basic blocks per stage.
     Returns:
@@ -204,7 +206,9 @@ def resnet_small(
     """
 
     def bn(name):
-        return batch_normalization(momentum=BN_MOMENTUM, synchronized=sync_bn, name=name)
+        return batch_normalization(
+            momentum=BN_MOMENTUM, synchronized=sync_bn, group_size=bn_group, name=name
+        )
 
     inputs = keras.Input(input_shape, name="image")
     x = keras.layers.Conv2D(widths[0], 3, 2, padding="same", use_bias=False, name="stem_conv")(
@@ -228,6 +232,7 @@ def build_backbone(
     last_stride: int = 1,
     sync_bn: bool = False,
     layout: str = "keras",
+    bn_group: int = 0,
 ) -> keras.Model:
     """Build a backbone trunk; see the module docstring for the choices.
 
@@ -238,6 +243,8 @@ def build_backbone(
       last_stride: 1 (re-ID standard) or 2 (the ImageNet trunk as it is).
       sync_bn: synchronise BatchNormalization across replicas.
       layout: "keras" or "torch" (how the weights were trained; see the module docstring).
+      bn_group: BatchNorm statistics over groups of this many images (0: the whole batch;
+        grouping replaces synchronising).
     Returns:
       A functional model from [B, H, W, 3] to the feature map [B, h, w, C].
     """
@@ -250,9 +257,9 @@ def build_backbone(
     if name == "resnet_small":
         if weights != "none":
             raise UserError("resnet_small has no pre-trained weights; use --backbone_weights=none")
-        return resnet_small(input_shape, sync_bn=sync_bn)
+        return resnet_small(input_shape, sync_bn=sync_bn, bn_group=bn_group)
     model = _application(name, input_shape, weights)
-    return _rebuild(model, name, last_stride, layout, sync_bn)
+    return _rebuild(model, name, last_stride, layout, sync_bn, bn_group)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,12 @@ the BatchNorm folding of :mod:`maskpre_tf.models.folding` see an ordinary BatchN
 The moving statistics follow Keras's rule exactly: ``moving = moving * momentum + batch * (1 -
 momentum)`` with the biased batch variance (the fused kernel returns the unbiased one, which is
 rescaled by ``(n - 1) / n``, n the number of values per channel).
+
+With ``group_size`` N (ghost BatchNorm, Hoffer et al., NeurIPS 2017) the training-mode
+statistics are those of groups of N images of the batch, as on replicas of N images each: the
+batch [B, H, W, C] is laid out as [N, H, W, (B / N) · C], so each group's channels are channels
+of their own for the same fused kernel; the moving statistics take the mean over the groups of
+their means and biased variances.
 """
 
 from __future__ import annotations
@@ -25,7 +31,18 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     Falls back to Keras's implementation for synchronised statistics, renormalisation, masks,
     other ranks or axes, a non-TensorFlow backend, and symbolic ``training`` flags.
+
+    Args:
+      group_size: training-mode statistics over groups of this many images (0: the whole
+        batch); the batch must be a multiple of it.
     """
+
+    def __init__(self, group_size: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.group_size = int(group_size)
+
+    def get_config(self) -> dict:
+        return {**super().get_config(), "group_size": self.group_size}
 
     def _fused(self, inputs, training, mask) -> bool:
         return (
@@ -45,11 +62,47 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         channels = inputs.shape[-1]
         scale = tf.cast(self.gamma, tf.float32) if self.scale else tf.ones([channels])
         offset = tf.cast(self.beta, tf.float32) if self.center else tf.zeros([channels])
-        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True
+        if self.group_size:
+            outputs, mean, biased = self._grouped(inputs, scale, offset)
+        else:
+            outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                inputs, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )
+            count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+            biased = variance * (count - 1.0) / count
+        self._update_moving(mean, biased)
+        return tf.cast(outputs, self.compute_dtype)
+
+    def _grouped(self, inputs, scale, offset):
+        """Ghost BatchNorm of [B, H, W, C] in groups of ``group_size`` images: (outputs, the
+        groups' mean of means [C], their mean of biased variances [C])."""
+        n = self.group_size
+        shape = tf.shape(inputs)
+        batch, height, width, channels = shape[0], shape[1], shape[2], inputs.shape[-1]
+        tf.debugging.assert_equal(
+            batch % n, 0, message=f"--bn_group_size={n} does not divide the replica's batch"
         )
-        count = tf.cast(tf.reduce_prod(tf.shape(inputs)[:-1]), tf.float32)
+        groups = batch // n
+        # [B, H, W, C] → [G, N, H, W, C] → [N, H, W, G, C] → [N, H, W, G·C]
+        x = tf.reshape(inputs, [groups, n, height, width, channels])
+        x = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [n, height, width, groups * channels])
+        out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            x,
+            tf.tile(scale, [groups]),
+            tf.tile(offset, [groups]),
+            epsilon=self.epsilon,
+            data_format="NHWC",
+            is_training=True,
+        )
+        out = tf.reshape(out, [n, height, width, groups, channels])
+        out = tf.reshape(tf.transpose(out, [3, 0, 1, 2, 4]), shape)
+        count = tf.cast(n * height * width, tf.float32)
         biased = variance * (count - 1.0) / count
+        per_group = lambda v: tf.reduce_mean(tf.reshape(v, [groups, channels]), axis=0)  # noqa: E731
+        return out, per_group(mean), per_group(biased)
+
+    def _update_moving(self, mean, biased):
+        """Keras's rule: moving ← moving · momentum + batch · (1 − momentum)."""
         momentum = self.momentum
         moving_mean, moving_variance = self.moving_mean, self.moving_variance
         moving_mean.assign(
@@ -58,10 +111,15 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         moving_variance.assign(
             moving_variance * momentum + tf.cast(biased, moving_variance.dtype) * (1.0 - momentum)
         )
-        return tf.cast(outputs, self.compute_dtype)
 
 
-def batch_normalization(synchronized: bool = False, **config) -> keras.layers.Layer:
-    """A BatchNormalization layer: Keras's when synchronised, else the fused one."""
-    cls = keras.layers.BatchNormalization if synchronized else FusedBatchNormalization
-    return cls(synchronized=synchronized, **config)
+def batch_normalization(
+    synchronized: bool = False, group_size: int = 0, **config
+) -> keras.layers.Layer:
+    """A BatchNormalization layer: Keras's when synchronised across replicas, else the fused one
+    (over groups of ``group_size`` images when given; grouping replaces synchronising)."""
+    if group_size:
+        return FusedBatchNormalization(group_size=group_size, synchronized=False, **config)
+    if synchronized:
+        return keras.layers.BatchNormalization(synchronized=True, **config)
+    return FusedBatchNormalization(synchronized=False, **config)

@@ -92,6 +92,7 @@ def build_encoder(
         last_stride=model.last_stride,
         sync_bn=sync_bn,
         layout=model.layout,
+        bn_group=model.bn_group_size,
     )
     freeze_stages(backbone, model.backbone, model.frozen_stages)
     encoder = ReidEncoder(backbone, input_norm=model.input_norm, sync_bn=sync_bn, name=name)

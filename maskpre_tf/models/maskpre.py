@@ -347,11 +347,12 @@ def build_maskpre(
 ) -> MaskPre:
     """The MaskPre model of ``cfg`` with every variable and the optimizer's slots created.
 
-    Call under the strategy's scope. BatchNormalization is synchronised when there is more than
-    one replica. ``ramp_steps`` (the DropBlock ramp) defaults to ``--drop_warmup_epochs`` (or
-    ``--epochs``) times ``--iters``.
+    Call under the strategy's scope. The backbones' BatchNormalization is synchronised when there
+    is more than one replica, unless ``--bn_group_size`` groups it (ghost BatchNorm).
+    ``ramp_steps`` (the DropBlock ramp) defaults to ``--drop_warmup_epochs`` (or ``--epochs``)
+    times ``--iters``.
     """
-    sync_bn = num_replicas > 1
+    sync_bn = num_replicas > 1 and not cfg.model.bn_group_size
     shape = (cfg.data.height, cfg.data.width, 3)
     student = build_encoder(cfg.model, shape, sync_bn=sync_bn, name="student")
     teacher = build_encoder(cfg.model, shape, sync_bn=sync_bn, weights="none", name="teacher")
