@@ -9,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 $(VENV)/.installed: setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e ".[test,serving]"
+	$(PY) -m pip install -q -e ".[test,serving,plots]"
 	touch $@
 
 install: $(VENV)/.installed

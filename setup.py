@@ -33,6 +33,9 @@ setup(
         # `python -m maskpre_tf.export --format=onnx` (tf2onnx converts the TF graph; tested with
         # tf2onnx 1.17.0, onnx 1.23.2, onnxruntime 1.32.0) and the onnxruntime tests/benchmark.
         "onnx": ["tf2onnx>=1.17,<1.18", "onnx>=1.18,<2", "onnxruntime>=1.22,<2"],
+        # Training curves and the evaluation's CMC picture (maskpre_tf/evaluation/plots.py);
+        # without it those pictures are skipped with a note (ranked lists need only pillow).
+        "plots": ["matplotlib>=3.7,<4"],
         "test": ["pytest>=8,<10", "ruff>=0.6"],
     },
 )

@@ -67,6 +67,23 @@ def evaluate_features(
       rerank: apply k-reciprocal re-ranking (k1 20, k2 6, λ 0.3) to the cosine distances.
     Returns:
       {"mAP", "rank1", "rank5", "rank10"} as fractions in [0, 1].
+    """
+    return rank_metrics(*rank_features(query_features, gallery_features, query, gallery, rerank))
+
+
+def rank_features(
+    query_features: np.ndarray,
+    gallery_features: np.ndarray,
+    query: Sequence[Record],
+    gallery: Sequence[Record],
+    rerank: bool = False,
+) -> tuple[np.ndarray, float]:
+    """The CMC curve and mAP of given features (Market-1501 protocol).
+
+    Args: as :func:`evaluate_features`.
+    Returns:
+      ``(cmc, mAP)``: cmc float32 [min(50, Ng)], ``cmc[k]`` the fraction of queries whose first
+      correct match is at rank <= k + 1; mAP a float in [0, 1].
 
     Distances are computed and scored one block of queries at a time: no [Nq, Ng] matrix (nor,
     with re-ranking, any [Nq + Ng]^2 one) is held.
@@ -79,7 +96,11 @@ def evaluate_features(
         blocks = re_ranked_blocks(query_features, gallery_features)
     else:
         blocks = distance_blocks(query_features, gallery_features)
-    cmc, mean_ap = evaluate_rank_blocks(blocks, q_pids, g_pids, q_cams, g_cams)
+    return evaluate_rank_blocks(blocks, q_pids, g_pids, q_cams, g_cams)
+
+
+def rank_metrics(cmc: np.ndarray, mean_ap: float) -> dict[str, float]:
+    """{"mAP", "rank1", "rank5", "rank10"} (fractions in [0, 1]) of a CMC curve [>= 10] and mAP."""
     return {
         "mAP": float(mean_ap),
         "rank1": float(cmc[0]),

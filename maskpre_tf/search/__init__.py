@@ -52,6 +52,7 @@ _MODULE_OF = {
     "COLOURS": "render",
     "GAP": "render",
     "OUTLINE": "render",
+    "draw_ranked_list": "render",
     "render_ranked_list": "render",
     "SearchReport": "run",
     "run_search": "run",

@@ -30,10 +30,8 @@ def thumbnail(path: str):
     return cell
 
 
-def render_ranked_list(
-    query_path: str, results: Sequence[tuple[str, float, bool | None]], out_path: str
-) -> tuple[int, int]:
-    """Draw the query and its ranked matches side by side and save a PNG.
+def draw_ranked_list(query_path: str, results: Sequence[tuple[str, float, bool | None]]):
+    """The query and its ranked matches side by side, as a PIL RGB image.
 
     Each thumbnail sits in a frame OUTLINE pixels wide: green for a correct match, red for a
     wrong one, grey when labels are unknown (the query's frame is black). Captions give the rank
@@ -42,10 +40,9 @@ def render_ranked_list(
     Args:
       query_path: the query image file.
       results: [(gallery path, similarity, correct or None)] best first.
-      out_path: PNG file to write.
 
     Returns:
-      (width, height) of the picture in pixels.
+      a PIL image (1 + len(results)) frames wide, one frame and a caption line tall.
     """
     from PIL import Image, ImageDraw
 
@@ -65,8 +62,25 @@ def render_ranked_list(
         draw.rectangle([left, top, left + frame_w - 1, top + frame_h - 1], fill=colour)
         canvas.paste(thumbnail(path), (left + OUTLINE, top + OUTLINE))
         draw.text((left + 2, top + frame_h + 2), caption, fill=(0, 0, 0))
+    return canvas
+
+
+def render_ranked_list(
+    query_path: str, results: Sequence[tuple[str, float, bool | None]], out_path: str
+) -> tuple[int, int]:
+    """Draw the query and its ranked matches (:func:`draw_ranked_list`) and save a PNG.
+
+    Args:
+      query_path: the query image file.
+      results: [(gallery path, similarity, correct or None)] best first.
+      out_path: PNG file to write.
+
+    Returns:
+      (width, height) of the picture in pixels.
+    """
+    canvas = draw_ranked_list(query_path, results)
     canvas.save(out_path, format="PNG")
-    return width, height
+    return canvas.size
 
 
 def picture_name(query_path: str, used: set[str]) -> str:

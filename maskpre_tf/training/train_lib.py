@@ -32,6 +32,7 @@ from maskpre_tf.data.pipeline import TrainStream, make_eval_dataset
 from maskpre_tf.data.sampler import PKSampler
 from maskpre_tf.errors import UserError
 from maskpre_tf.evaluation.extract import evaluate_model
+from maskpre_tf.evaluation.plots import write_training_curves
 from maskpre_tf.models.folding import FoldedEncoder
 from maskpre_tf.models.maskpre import MaskPre, build_maskpre
 from maskpre_tf.run_lock import RunLock
@@ -276,6 +277,10 @@ def train_in(cfg: TrainConfig, place: Place, start: float) -> dict:
             f"Rank-5 {after['rank5']:.1%}, Rank-10 {after['rank10']:.1%}"
         )
     if place.is_chief:
+        try:  # a picture beside the logs; matplotlib is optional (the plots extra)
+            write_training_curves(place.out_dir)
+        except OSError as err:
+            log(f"note: training_curves.png not written ({err.strerror})")
         weights = summary["encoder_weights"]
         log(f"done in {summary['seconds']:.0f} s; {nets.deployed} weights in {weights}")
         runs.atomic_write_json(summary_path, summary)

@@ -15,7 +15,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 #: What the dataset readers list: TensorFlow's decoder reads these too (the variants it reads
 #: wrong are refused by :func:`maskpre_tf.data.images.validate_images`).
 DATASET_EXTENSIONS = (*IMAGE_EXTENSIONS, ".gif", ".bmp", ".webp")
-README_HINT = "see README 'Datasets'"
+README_HINT = "see README.md#datasets"
 _MAX_LISTED = 5
 
 
