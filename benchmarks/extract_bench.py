@@ -30,7 +30,7 @@ import machine  # this checkout's package first on sys.path
 
 if __name__ == "__main__":
     machine.start()
-sys.path.insert(0, os.path.join(machine.REPO, "tests"))
+sys.path.insert(0, os.path.join(machine.REPO, "tests", "support"))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -121,7 +121,7 @@ def worker(args: argparse.Namespace) -> None:
     if args.worker == "ours":
         ips = ours_ips(args.flagfile or None, json.loads(args.overrides), args.clusters, args.steps)
     else:  # PyTorch's interpreter needs neither TensorFlow nor this package
-        sys.path.insert(0, str(REPO / "tests"))
+        sys.path.insert(0, str(REPO / "tests" / "support"))
         batch, height, width, instances = (int(v) for v in args.shape.split(","))
         bf16 = args.worker == "torch_bf16"
         ips = torch_ips(

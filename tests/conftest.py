@@ -1,10 +1,18 @@
-"""Shared pytest fixtures: a tiny generated Market-1501-layout data set, built once per test run."""
+"""Shared pytest fixtures: a tiny generated Market-1501-layout data set, built once per test run.
+
+Test modules mirror the package (``tests/models/test_folding.py`` tests
+``maskpre_tf/models/folding.py``; programs and top-level modules at ``tests/``); their shared
+helpers live in ``tests/support/``, which this file puts on ``sys.path``.
+"""
 
 from __future__ import annotations
 
 import os
+import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The shared helpers (tiny runs, generated files, dense references) import by their names.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "support"))
 
 import pytest  # noqa: E402
 

@@ -2,7 +2,7 @@
 
 ``tf.io.decode_image`` (TensorFlow 2.21) reads JPEG, PNG, GIF, BMP and WebP, but not every
 variant, and some it reads wrong without an error. Measured against Pillow's reading of the same
-files (``tests/test_odd_images.py``):
+files (``tests/data/test_odd_images.py``):
 
 * JPEG — grayscale and CMYK (Adobe) files decode to the same RGB as Pillow's; progressive too.
 * PNG — grayscale, grayscale + alpha, palette (with or without tRNS), 1-bit and 16-bit ones

@@ -11,7 +11,7 @@ from maskpre_tf import inference, runs
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.models.encoder import build_encoder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # Gallery files copied as queries (different identities, different cameras).
 QUERY_PICKS = (0, 9, 21, 33)
 

@@ -15,7 +15,7 @@ from maskpre_tf.data import datasets
 from maskpre_tf.evaluation.extract import extract_features
 from maskpre_tf.models.encoder import build_encoder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPE = (64, 32, 3)
 
 

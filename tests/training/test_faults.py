@@ -3,7 +3,8 @@
 Each training case kills (or disturbs) a tiny run, checks that nothing written before is lost,
 re-runs the same command and requires the uninterrupted run's end: the same pseudo labels and
 teacher weights within float reduction-order noise (:func:`train_runs.assert_same_end`). The
-points are those of ``tests/scripts/fault_run.py``. A run is ~20-40 s, so most cases are slow.
+points are those of ``tests/support/scripts/fault_run.py``. A run is ~20-40 s, so most cases are
+slow.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 import tensorflow as tf
 from train_runs import ROOT, assert_same_end, checkpoint_tensor, run_train, tiny_flags
 
-FAULT_RUN = [os.path.join(ROOT, "tests", "scripts", "fault_run.py")]
+FAULT_RUN = [os.path.join(ROOT, "tests", "support", "scripts", "fault_run.py")]
 ITERS = 3  # steps per epoch of tiny_flags
 
 

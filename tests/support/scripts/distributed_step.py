@@ -17,7 +17,7 @@ import tensorflow as tf  # noqa: E402
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 from maskpre_tf.config import TrainConfig  # noqa: E402
 from maskpre_tf.models.maskpre import build_maskpre  # noqa: E402
 from maskpre_tf.training.loop import Trainer  # noqa: E402

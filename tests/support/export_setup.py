@@ -12,7 +12,7 @@ from maskpre_tf import export, runs
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.models.encoder import build_encoder
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 HEIGHT, WIDTH = 64, 32
 
 

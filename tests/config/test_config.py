@@ -10,7 +10,7 @@ from maskpre_tf.config import TrainConfig
 from maskpre_tf.config_flags import config_from_flags, define_flags
 from maskpre_tf.errors import UserError
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def parse(argv: list[str], resolve_weights: bool = True) -> TrainConfig:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import tensorflow as tf
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def tiny_flags(data_dir: str, run_dir: str, **extra) -> list[str]:

@@ -31,7 +31,7 @@ from maskpre_tf.models.layers import (  # noqa: E402
 )
 
 H, W, BLOCK = 16, 8, 3
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 
 
 def _reference_mix32(value: int) -> int:

@@ -21,7 +21,7 @@ from maskpre_tf.weights.convert import import_weights  # noqa: E402
 from maskpre_tf.weights.origin import read_metadata, resolve_origin  # noqa: E402
 from maskpre_tf.weights.safetensors import read_safetensors, write_safetensors  # noqa: E402
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SHAPE = (64, 32, 3)
 
 try:

@@ -195,7 +195,7 @@ def test_non_finite_loss_stops_the_run():
 @pytest.mark.parametrize("variant", ["cluster", pytest.param("camera", marks=pytest.mark.slow)])
 def test_two_replica_step_matches_one_replica_step(variant):
     """One global batch on 2 replicas (two logical CPUs) gives the 1-replica result (~30 s)."""
-    script = os.path.join(HERE, "scripts", "distributed_step.py")
+    script = os.path.join(HERE, "..", "support", "scripts", "distributed_step.py")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.run(
         [sys.executable, script, variant], capture_output=True, text=True, env=env, timeout=300

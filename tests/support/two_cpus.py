@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-REPO_ROOT = str(Path(__file__).resolve().parents[1])
+REPO_ROOT = str(Path(__file__).resolve().parents[2])
 PROLOGUE = """\
 import numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]

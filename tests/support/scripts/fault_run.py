@@ -1,6 +1,6 @@
 """Run a maskpre_tf program and SIGKILL it at a named point: the fault-injection matrix's driver.
 
-    python tests/scripts/fault_run.py POINT NTH MODULE [FLAGS...]
+    python tests/support/scripts/fault_run.py POINT NTH MODULE [FLAGS...]
 
 runs ``python -m MODULE FLAGS...`` in this process after wrapping one function so that its
 NTH call kills the process (SIGKILL: no handler, no cleanup, no flushing), either on entry or
