@@ -1,19 +1,12 @@
 r"""Inference: the serving module every deployment path runs, and one embedder to load models.
 
-* :class:`ServingModule` wraps an encoder (RGB pixels in 0–255 → L2-normalised embedding; the
-  encoder normalises its input with its weights' convention) in three ``tf.function``\ s with
-  fixed signatures: ``serving_default`` (JPEG/PNG bytes → decode and resize in-graph with
-  :func:`maskpre_tf.data.images.decode_image` → embedding; an image whose header declares more
-  than :data:`~maskpre_tf.data.images.MAX_IMAGE_PIXELS` pixels, an empty or undecodable file
-  is refused with ``InvalidArgumentError`` and the module keeps serving; any image of at least
-  one pixel is resized, so a 1×1 crop is embedded), ``embed_images`` (pixels →
-  embedding) and ``metadata``. Both embedding signatures refuse a batch of more than
-  :data:`MAX_BATCH` images, before decoding or running the encoder. :mod:`maskpre_tf.export`
-  saves it for TF Serving; gallery search on a training run embeds through the same graph.
-* :func:`load_embedder` loads a training run directory or an exported SavedModel as an
-  :class:`~maskpre_tf.embedder.Embedder` (defined in :mod:`maskpre_tf.embedder`, importable
-  from here and as ``maskpre_tf.load_embedder``), the one interface evaluation, search,
-  ``python -m maskpre_tf.embed`` and notebooks use.
+:class:`ServingModule` wraps an encoder (RGB pixels 0–255 → L2-normalised embedding) in three
+``tf.function``\ s with fixed signatures: ``serving_default`` (JPEG/PNG bytes, decoded and
+resized in the graph; over-large, empty or undecodable images refused with
+``InvalidArgumentError``), ``embed_images`` (pixels) and ``metadata``; both embedding
+signatures refuse more than :data:`MAX_BATCH` images before any work. :func:`load_embedder`
+loads a run or an export as an :class:`~maskpre_tf.embedder.Embedder`, the one interface of
+evaluation, search, ``python -m maskpre_tf.embed`` and notebooks.
 """
 
 from __future__ import annotations
@@ -293,11 +286,8 @@ def find_saved_model(path: str) -> str | None:
         return path
     if not os.path.isdir(path):
         return None
-    versions = sorted(
-        int(name)
-        for name in os.listdir(path)
-        if name.isdigit() and os.path.isfile(os.path.join(path, name, "saved_model.pb"))
-    )
+    names = [n for n in os.listdir(path) if os.path.isfile(os.path.join(path, n, "saved_model.pb"))]
+    versions = sorted(int(name) for name in names if name.isdigit())
     return os.path.join(path, str(versions[-1])) if versions else None
 
 

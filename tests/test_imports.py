@@ -16,17 +16,25 @@ def _module_name(path: str) -> str:
     return rel.removesuffix(".__init__")
 
 
-def _top_level_imports(path: str, modules: set[str]) -> set[str]:
-    """maskpre_tf modules imported at module level (imports inside functions are deferred)."""
+def _imports(path: str, modules: set[str]) -> set[str]:
+    """maskpre_tf modules a module imports anywhere: at module level and inside functions
+    (a deferred import still makes a cycle), absolute or relative."""
     with open(path) as f:
         tree = ast.parse(f.read())
+    package = _module_name(path)
+    if not path.endswith("__init__.py"):
+        package = package.rsplit(".", 1)[0]
     found = set()
-    for node in tree.body:
+    for node in ast.walk(tree):
         names = []
         if isinstance(node, ast.Import):
             names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            module = node.module or ""
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                module = ".".join(base + ([module] if module else []))
+            names = [module] + [f"{module}.{a.name}" for a in node.names]
         found |= {n for n in names if n in modules}
     return found
 
@@ -36,7 +44,7 @@ def import_graph() -> dict[str, set[str]]:
         os.path.join(d, f) for d, _, files in os.walk(PACKAGE) for f in files if f.endswith(".py")
     ]
     modules = {_module_name(p) for p in paths}
-    return {_module_name(p): _top_level_imports(p, modules) - {_module_name(p)} for p in paths}
+    return {_module_name(p): _imports(p, modules) - {_module_name(p)} for p in paths}
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:
