@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -43,6 +44,8 @@ if TYPE_CHECKING:
 SAVEDMODEL = "savedmodel"
 ONNX = "onnx"
 FORMATS = (SAVEDMODEL, ONNX)
+# Held by the export writing into a base path (TF Serving ignores non-numeric names).
+LOCK_FILE = ".lock"
 
 
 def parse_formats(values: Sequence[str]) -> tuple[str, ...]:
@@ -139,9 +142,44 @@ def export_encoder_formats(
     Returns:
       {"version_dir": ..., "savedmodel": the version dir (if written), "onnx": the
       model.onnx path (if written)}.
+
+    Exports into one base path run one at a time: each holds ``<export_dir>/.lock`` (``flock``)
+    from choosing its version number to its final rename, so two processes exporting at once
+    get consecutive versions instead of one failing on the other's number.
     """
     formats = parse_formats(formats)
     export_dir = os.path.abspath(export_dir)
+    try:
+        os.makedirs(export_dir, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"--export_dir={export_dir}: cannot create it ({err})") from err
+    with open(os.path.join(export_dir, LOCK_FILE), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # waits for an export running in the same base path
+        return _export_locked(
+            encoder,
+            cfg,
+            export_dir,
+            formats,
+            version,
+            model_name,
+            warmup_batch_sizes,
+            config_base_path,
+            opset,
+        )
+
+
+def _export_locked(
+    encoder: tf.Module,
+    cfg,
+    export_dir: str,
+    formats: tuple[str, ...],
+    version: int | None,
+    model_name: str | None,
+    warmup_batch_sizes: Sequence[int],
+    config_base_path: str | None,
+    opset: int,
+) -> dict[str, str]:
+    """:func:`export_encoder_formats` with the base path's lock held."""
     model_name = model_name or os.path.basename(export_dir.rstrip(os.sep))
     version = next_version(export_dir) if version is None else int(version)
     model = metadata = None

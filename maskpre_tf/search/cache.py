@@ -78,6 +78,9 @@ def write_entry(
 ) -> None:
     """Write the cache entry at ``prefix``, each file atomically (temp file + rename).
 
+    Temporary names carry the process id, so two searches writing the same entry at once each
+    rename a whole file of their own; both write the same contents for the same key.
+
     Args:
       prefix: from :func:`entry_prefix`; its folder must exist.
       key: from :func:`cache_key`.
@@ -89,14 +92,15 @@ def write_entry(
     """
     import faiss
 
-    faiss.write_index(index, prefix + ".faiss.tmp")
-    os.replace(prefix + ".faiss.tmp", prefix + ".faiss")
+    tmp = f".tmp{os.getpid()}"
+    faiss.write_index(index, prefix + ".faiss" + tmp)
+    os.replace(prefix + ".faiss" + tmp, prefix + ".faiss")
     meta = {
         "key": key,
         "model": description,
         "paths": [os.path.relpath(p, gallery_dir) for p in paths],
         "skipped": [list(s) for s in skipped],
     }
-    with open(prefix + ".json.tmp", "w") as f:
+    with open(prefix + ".json" + tmp, "w") as f:
         json.dump(meta, f)
-    os.replace(prefix + ".json.tmp", prefix + ".json")
+    os.replace(prefix + ".json" + tmp, prefix + ".json")

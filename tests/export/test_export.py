@@ -388,3 +388,33 @@ def test_a_dead_exports_staging_folder_is_removed_a_live_ones_kept(tmp_path):
     assert remove_dead_staging(str(tmp_path), log=lines.append) == [str(dead)]
     assert sorted(os.listdir(tmp_path)) == sorted([".tmp-notes", "2", os.path.basename(live)])
     assert "interrupted" in lines[0]
+
+
+def test_two_exports_into_one_base_path_at_once_get_consecutive_versions(tmp_path):
+    """Two processes export at the same moment: the second waits on the base path's lock and
+    takes the next number; both versions are complete and nothing half-written is left."""
+    run_dir = str(tmp_path / "run")
+    make_run(run_dir)
+    base = str(tmp_path / "models" / "maskpre")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    argv = [sys.executable, "-m", "maskpre_tf.export", f"--run_dir={run_dir}"]
+    procs = [
+        subprocess.Popen(
+            [*argv, f"--export_dir={base}", "--warmup_batch_sizes=1"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    versions = sorted(n for n in os.listdir(base) if n.isdigit())
+    assert versions == ["1", "2"]
+    for version in versions:
+        assert os.path.isfile(os.path.join(base, version, "saved_model.pb"))
+        assert tf.saved_model.load(os.path.join(base, version)).signatures["serving_default"]
+    assert not [n for n in os.listdir(base) if n.startswith(".tmp-")]

@@ -174,3 +174,33 @@ def test_cli_exit_code_2_on_user_error(gallery, tmp_path):
     assert proc.returncode == 2
     assert f"error: --run_dir={tmp_path / 'no_model'}: neither" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_two_searches_writing_one_cache_at_once_both_finish_and_leave_it_whole(
+    run_dir, gallery, tmp_path
+):
+    gallery_dir, query_dir, _ = gallery
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    argv = [sys.executable, "-m", "maskpre_tf.search", f"--run_dir={run_dir}"]
+    argv += [f"--gallery={gallery_dir}", f"--query={query_dir}"]
+    procs = [
+        subprocess.Popen(
+            [*argv, f"--results_dir={tmp_path / name}"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-2000:]
+    cache_dir = os.path.join(gallery_dir, cache.CACHE_DIRNAME)
+    entries = [n for n in os.listdir(cache_dir) if n.endswith(".json")]
+    assert len(entries) == 1 and not [n for n in os.listdir(cache_dir) if ".tmp" in n]
+    with open(os.path.join(cache_dir, entries[0])) as f:
+        key = json.load(f)["key"]
+    prefix = os.path.join(cache_dir, entries[0][: -len(".json")])
+    assert cache.read_entry(prefix, key, gallery_dir) is not None
