@@ -44,8 +44,6 @@ if TYPE_CHECKING:
 SAVEDMODEL = "savedmodel"
 ONNX = "onnx"
 FORMATS = (SAVEDMODEL, ONNX)
-# Held by the export writing into a base path (TF Serving ignores non-numeric names).
-LOCK_FILE = ".lock"
 
 
 def parse_formats(values: Sequence[str]) -> tuple[str, ...]:
@@ -143,9 +141,10 @@ def export_encoder_formats(
       {"version_dir": ..., "savedmodel": the version dir (if written), "onnx": the
       model.onnx path (if written)}.
 
-    Exports into one base path run one at a time: each holds ``<export_dir>/.lock`` (``flock``)
-    from choosing its version number to its final rename, so two processes exporting at once
-    get consecutive versions instead of one failing on the other's number.
+    Exports into one base path run one at a time: each holds an ``flock`` on the base path's
+    directory itself (no file is added beside the versions) from choosing its version number to
+    its final rename, so two processes exporting at once get consecutive versions instead of one
+    failing on the other's number.
     """
     formats = parse_formats(formats)
     export_dir = os.path.abspath(export_dir)
@@ -153,7 +152,8 @@ def export_encoder_formats(
         os.makedirs(export_dir, exist_ok=True)
     except OSError as err:
         raise UserError(f"--export_dir={export_dir}: cannot create it ({err})") from err
-    with open(os.path.join(export_dir, LOCK_FILE), "a") as lock:
+    lock = os.open(export_dir, os.O_RDONLY)
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)  # waits for an export running in the same base path
         return _export_locked(
             encoder,
@@ -166,6 +166,8 @@ def export_encoder_formats(
             config_base_path,
             opset,
         )
+    finally:
+        os.close(lock)  # closing the descriptor releases the lock
 
 
 def _export_locked(

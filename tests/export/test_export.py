@@ -417,4 +417,4 @@ def test_two_exports_into_one_base_path_at_once_get_consecutive_versions(tmp_pat
     for version in versions:
         assert os.path.isfile(os.path.join(base, version, "saved_model.pb"))
         assert tf.saved_model.load(os.path.join(base, version)).signatures["serving_default"]
-    assert not [n for n in os.listdir(base) if n.startswith(".tmp-")]
+    assert sorted(os.listdir(base)) == ["1", "2"]  # no lock or temporary file left beside them
