@@ -20,7 +20,7 @@ demo: install
 test: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	LD_PRELOAD="$$($(PY) -m maskpre_tf.allocator 2>/dev/null)" $(PY) -m pytest -q
+	LD_PRELOAD="$$($(PY) -m maskpre_tf.allocator 2>/dev/null)" $(PY) -m pytest -q -n 2
 
 bench: install
 	for b in benchmarks/*_bench.py; do $(PY) $$b || exit 1; done

@@ -36,6 +36,8 @@ setup(
         # Training curves and the evaluation's CMC picture (maskpre_tf/evaluation/plots.py);
         # without it those pictures are skipped with a note (ranked lists need only pillow).
         "plots": ["matplotlib>=3.7,<4"],
-        "test": ["pytest>=8,<10", "ruff>=0.6"],
+        # pytest-xdist: `make test` runs the suite on two workers (much of a test is single-threaded
+        # start-up: importing TensorFlow, building Keras models, tracing).
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "ruff>=0.6"],
     },
 )

@@ -48,7 +48,9 @@ def epochs_in_summary(out: str) -> list[int]:
 
 # (point, nth call, the checkpoint the re-run must resume from). Epoch 2 is the victim.
 TRAIN_POINTS = [
-    pytest.param("checkpoint_write", 3, 1, id="during-checkpoint-write"),  # 2 records a save
+    pytest.param(
+        "checkpoint_write", 3, 1, id="during-checkpoint-write", marks=pytest.mark.slow
+    ),  # 2 records a save
     pytest.param("extract", 2, 1, id="feature-extraction", marks=pytest.mark.slow),
     pytest.param("cluster", 2, 1, id="clustering", marks=pytest.mark.slow),
     pytest.param("step", ITERS + 2, 1, id="mid-epoch", marks=pytest.mark.slow),
@@ -96,6 +98,8 @@ def test_a_run_killed_in_source_pre_training_resumes_it(synth_market, tmp_path):
     assert_same_end(ref, out)
 
 
+# slow: ~1.5 min; the read-only folder case stays in the default suite
+@pytest.mark.slow
 def test_a_full_disk_stops_with_one_line_and_the_re_run_completes(
     reference, synth_market, tmp_path
 ):

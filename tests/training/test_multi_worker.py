@@ -8,6 +8,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from train_runs import ROOT, checkpoint_tensor, tiny_flags
 
@@ -58,6 +59,9 @@ def wait_all(procs, timeout: float = 400) -> list[int]:
     return codes
 
 
+# slow: ~3 min; the cross-replica step's equality stays in the default suite
+# (tests/training/test_training.py)
+@pytest.mark.slow
 def test_two_workers_train_identically_and_resume_after_a_kill(synth_market, tmp_path):
     out = str(tmp_path / "run")
     logs = [str(tmp_path / f"worker{i}.log") for i in range(2)]

@@ -45,6 +45,9 @@ def test_run_writes_checkpoints_summary_and_logs(reference_run):
     assert "embedding projector of" in stdout
 
 
+# slow: the fault matrix's killed-run case (tests/training/test_faults.py) covers a kill and
+# its resume
+@pytest.mark.slow
 def test_kill_and_resume_gives_the_uninterrupted_result(reference_run, synth_market, tmp_path):
     ref_out, _ = reference_run
     out = str(tmp_path / "killed")
@@ -102,6 +105,8 @@ def test_corrupt_training_images_are_skipped_with_a_count(tmp_path):
     assert "skipping 3 unreadable training images" in proc.stdout
 
 
+# slow: ~2.5 min; two phases of training to a margin
+@pytest.mark.slow
 def test_domain_adaptation_beats_the_source_only_model(tmp_path):
     """Labelled generated domain → unlabelled generated domain (other people, other cameras)."""
     source, target = str(tmp_path / "source"), str(tmp_path / "target")
@@ -211,6 +216,8 @@ def test_a_finished_run_is_not_trained_again_and_keeps_its_summary(reference_run
         assert json.load(f) == before
 
 
+# slow: a fault case beside the kill cases; the default suite keeps one killed-run case
+@pytest.mark.slow
 def test_a_truncated_latest_checkpoint_falls_back_to_the_previous_one(
     reference_run, synth_market, tmp_path
 ):
