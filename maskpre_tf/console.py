@@ -41,11 +41,13 @@ def quiet_tensorflow_startup() -> None:
         os.close(devnull)
 
 
-def prepare_process() -> None:
+def prepare_process(load_tensorflow: bool = True) -> None:
     """The start of every program: a fast allocator (re-executing once), then a quiet TF import.
 
     Neither when the command line asks for the program's help (``--help``, ``-h``): printing it
-    needs no TensorFlow. (``--helpfull`` starts the program as usual.)
+    needs no TensorFlow. (``--helpfull`` starts the program as usual.) A program with checks to
+    make before TensorFlow's seconds of import passes ``load_tensorflow=False`` and calls
+    :func:`quiet_tensorflow_startup` itself after them.
     """
     from maskpre_tf import allocator
     from maskpre_tf.cli_help import asks_for_help
@@ -54,4 +56,5 @@ def prepare_process() -> None:
         return
 
     allocator.preload()
-    quiet_tensorflow_startup()
+    if load_tensorflow:
+        quiet_tensorflow_startup()

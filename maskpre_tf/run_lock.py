@@ -87,6 +87,31 @@ class RunLock:
         self.release()
 
 
+def refuse_if_held(run_dir: str) -> None:
+    """Stop at once if a live process holds ``run_dir``'s lock; write nothing.
+
+    A probe for programs to call before their slow start-up (TensorFlow's import): it takes and
+    drops a shared ``flock``, which fails only while a holder has the exclusive one. A missing
+    folder or lock file passes. The lock itself is still taken later, by :class:`RunLock`.
+
+    Raises:
+      UserError: as :meth:`RunLock.acquire`, naming the holder.
+    """
+    try:
+        fd = os.open(os.path.join(run_dir, LOCK_FILE), os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        raise UserError(
+            f"{run_dir} is being trained by another process ({_describe(_read(fd))}); wait for "
+            "it to finish or stop it, or pass another --run_dir"
+        ) from None
+    finally:
+        os.close(fd)
+
+
 def _read(fd: int) -> dict:
     """The holder record in an open lock file ({} when empty or unreadable)."""
     try:

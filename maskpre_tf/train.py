@@ -8,10 +8,14 @@ program, so importing it registers none; ``--help`` lists them by configuration 
 
 from __future__ import annotations
 
+import os
+
 from absl import flags
 
 from maskpre_tf.cli_help import ProgramHelp
+from maskpre_tf.console import quiet_tensorflow_startup
 from maskpre_tf.errors import quiet_library_logs, run_app
+from maskpre_tf.run_lock import refuse_if_held
 
 SUMMARY = (
     "Train MaskPre (unsupervised person re-identification) on unlabelled pedestrian crops; "
@@ -56,6 +60,9 @@ def define_flags(flag_values: flags.FlagValues = flags.FLAGS) -> None:
 def main(argv: list[str]) -> None:
     """Program entry: train with the configuration given by the flags."""
     del argv
+    if not os.environ.get("TF_CONFIG"):  # a multi-worker chief takes the lock in train()
+        refuse_if_held(flags.FLAGS.run_dir)  # a run in use stops this in seconds, before TF loads
+    quiet_tensorflow_startup()
     quiet_library_logs()  # before the libraries that log at import (faiss) load
     from maskpre_tf.config_flags import config_from_flags
     from maskpre_tf.training.train_lib import train
@@ -66,6 +73,6 @@ def main(argv: list[str]) -> None:
 if __name__ == "__main__":
     from maskpre_tf.console import prepare_process
 
-    prepare_process()
+    prepare_process(load_tensorflow=False)  # main() loads it after the run-lock probe
     define_flags()
     run_app(main, program_help())
