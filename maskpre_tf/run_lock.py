@@ -50,12 +50,9 @@ class RunLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            holder = _describe(_read(fd))
+            error = _held(self.run_dir, fd)
             os.close(fd)
-            raise UserError(
-                f"{self.run_dir} is being trained by another process ({holder}); wait for it "
-                "to finish or stop it, or pass another --run_dir"
-            ) from None
+            raise error from None
         earlier = _read(fd)
         if earlier:
             self.log(f"note: took over the lock of {self.run_dir} from {_describe(earlier)}, gone")
@@ -104,12 +101,17 @@ def refuse_if_held(run_dir: str) -> None:
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except OSError:
-        raise UserError(
-            f"{run_dir} is being trained by another process ({_describe(_read(fd))}); wait for "
-            "it to finish or stop it, or pass another --run_dir"
-        ) from None
+        raise _held(run_dir, fd) from None
     finally:
         os.close(fd)
+
+
+def _held(run_dir: str, fd: int) -> UserError:
+    """The one-line error for a run folder whose lock (open as ``fd``) another process holds."""
+    return UserError(
+        f"{run_dir} is being trained by another process ({_describe(_read(fd))}); wait for it "
+        "to finish or stop it, or pass another --run_dir"
+    )
 
 
 def _read(fd: int) -> dict:
