@@ -29,12 +29,9 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from maskpre_tf.data.pipeline import (  # noqa: E402
-    PKSampler,
-    TrainStream,
-    make_train_dataset,
-    validate_images,
-)
+from maskpre_tf.data.images import validate_images  # noqa: E402
+from maskpre_tf.data.pipeline import TrainStream, make_train_dataset  # noqa: E402
+from maskpre_tf.data.sampler import PKSampler  # noqa: E402
 
 
 def write_synthetic_jpegs(

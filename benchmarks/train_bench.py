@@ -3,7 +3,7 @@
 (a) plain: the same protocol with MaskPre's own parts switched off (one view, no mask
     prediction, no consistency) — the cluster-contrast baseline's real training step
     (``Trainer.step``: forward, loss, Adam, memory and EMA updates), built and run under
-    the strategy training uses (``--strategy=mirrored``: mirrored variables even on one device);
+    the strategy training uses (``make_strategy(--strategy)``);
 (b) MaskPre: teacher forward, two DropBlock views, mask-prediction and consistency heads, Adam,
     memory and EMA updates (the same ``Trainer.step``).
 Both use the same backbone, batch and input; each precision runs in the same process, the two
@@ -91,7 +91,7 @@ def step_runner(cfg: TrainConfig, capacity: int, batch: dict[str, tf.Tensor]):
     """
     keras.mixed_precision.set_global_policy(cfg.optim.precision)
     strategy = make_strategy(cfg.run.strategy)
-    with strategy.scope():  # as a training run builds it (mirrored variables by default)
+    with strategy.scope():  # as a training run builds it
         model = build_maskpre(cfg, capacity, strategy.num_replicas_in_sync, ramp_steps=0)
     rng = np.random.default_rng(1)
     live = min(LIVE_IMAGES, capacity)

@@ -23,12 +23,17 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """The tf.distribute strategy for ``--strategy``.
 
     - ``default``: no distribution (one device).
-    - ``mirrored``: every local GPU (or the CPU when there is none), synchronous all-reduce.
+    - ``mirrored``: every local GPU, synchronous all-reduce; with one GPU or none, the default
+      strategy on that device (the same numbers: a ``MirroredStrategy`` over one device adds
+      nothing but a per-device input iterator, whose teardown stalls up to a minute at
+      epoch ends in TensorFlow 2.21).
     - ``multi_worker``: ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``.
     """
     if name == "default":
         return tf.distribute.get_strategy()
     if name == "mirrored":
+        if len(tf.config.list_logical_devices("GPU")) <= 1:
+            return tf.distribute.get_strategy()
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         problem = tf_config_problem(os.environ.get("TF_CONFIG", ""))

@@ -188,3 +188,13 @@ def test_train_keys_are_unique_per_draw_even_for_repeated_images(files):
             keys.append(key)
     keys = np.concatenate(keys)
     assert len(set(keys.tolist())) == keys.size  # ... and yet one key per draw, across epochs
+
+
+def test_pipelines_run_without_the_autotuning_thread(files):
+    """No tf.data autotuner: its thread can hold an iterator's teardown for up to a minute."""
+    paths = files["solid"][:16]
+    _, _, _, train = _train_setup(paths, np.arange(16) // 2)
+    evaluation = pipeline.make_eval_dataset(paths, H, W, batch_size=4)
+    for dataset in (train, evaluation):
+        assert dataset.options().autotune.enabled is False
+        assert dataset.options().deterministic is True

@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from maskpre_tf.config import TrainConfig
 from maskpre_tf.models.maskpre import build_maskpre
+from maskpre_tf.training.distribute import make_strategy
 from maskpre_tf.training.loop import NonFiniteLossError, Trainer
 
 CFG = TrainConfig().replace(
@@ -245,3 +246,12 @@ def test_the_mask_loss_equals_the_dense_head_on_each_masked_view(model):
         dense.append(float(tf.reduce_sum(per_sample)) / 8)
     np.testing.assert_allclose(float(got["mask_loss"]), np.mean(dense), rtol=1e-4)
     assert float(got["mask_loss"]) > 0
+
+
+def test_mirrored_over_one_device_is_the_default_strategy():
+    """One device: no MirroredStrategy (its per-device iterator stalls epoch ends)."""
+    if len(tf.config.list_logical_devices("GPU")) > 1:
+        pytest.skip("several GPUs: --strategy=mirrored mirrors over them")
+    strategy = make_strategy("mirrored")
+    assert not isinstance(strategy, tf.distribute.MirroredStrategy)
+    assert strategy is tf.distribute.get_strategy()
