@@ -29,7 +29,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
-from maskpre_tf.evaluation.ranking import evaluate_rank, pairwise_distance  # noqa: E402
+from maskpre_tf.evaluation.distance import pairwise_distance  # noqa: E402
+from maskpre_tf.evaluation.ranking import evaluate_rank  # noqa: E402
 
 
 def loop_baseline(distmat, q_pids, g_pids, q_camids, g_camids, max_rank, kind):
