@@ -315,6 +315,7 @@ class RunConfig:
     )
     strategy: str = setting(
         "mirrored",
-        "distribution: mirrored (all local devices), multi_worker (TF_CONFIG) or default",
+        "distribution: mirrored (all local GPUs; on one device, the default strategy), "
+        "multi_worker (TF_CONFIG) or default",
         choices=STRATEGIES,
     )

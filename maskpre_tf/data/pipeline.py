@@ -33,9 +33,9 @@ def pipeline_options() -> tf.data.Options:
 
     With autotuning on, destroying an iterator (every epoch's end, every extraction's end) can
     block the caller until the autotuner's next wake-up, up to 60 s after the cancellation it
-    should have woken on (measured 16-39 s at the end of training epochs on a 2-core CPU).
+    should have woken on (measured 10-60 s at the end of training epochs on a 2-core CPU).
     Without it, ``AUTOTUNE`` map parallelism is the CPU count and prefetch buffers size
-    themselves (tf.data's per-op buffer tuning, no thread): the steps are as fast.
+    themselves (tf.data's per-op buffer tuning, no thread); the demo stepped as fast.
     """
     options = tf.data.Options()
     options.deterministic = True
