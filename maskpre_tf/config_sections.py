@@ -151,6 +151,14 @@ class MaskPreConfig:
         choices=MASK_STAGES,
         resume=False,
     )
+    anchor_weight: float = setting(
+        0.0,
+        "weight of the clustering loss on the unmasked view (the anchor) beside the two masked "
+        "views': the embedding that is clustered and deployed is then trained as such, and the "
+        "memory moves towards it (0: the masked views only, as the paper; no effect without "
+        "DropBlock)",
+        check=at_least(0),
+    )
     mask_weight: float = setting(1.0, "weight of the mask-prediction loss (0 disables the head)")
     consistency_weight: float = setting(
         0.5, "weight of the cross-view consistency loss (0 disables it)"

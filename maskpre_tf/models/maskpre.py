@@ -11,7 +11,8 @@ Method (Yin, Zhang, Xie, Ma, Guo; Pattern Recognition 126, 2022), as this projec
 3. The clustering head: each view is pooled (GeM + BN neck + L2) and contrasted with the
    memory (one prototype per cluster, Cluster Contrast, Dai et al. 2021; or per-camera proxies,
    CAP), so both views are pulled into their image's pseudo-identity; a consistency term
-   matches each view's soft assignment to the teacher's.
+   matches each view's soft assignment to the teacher's. With ``--anchor_weight`` the unmasked
+   map (the embedding the run clusters and deploys) is contrasted too, and the memory follows it.
 4. The mask-prediction head predicts ``T`` at the dropped positions of each view from its masked
    map (1 - cosine), i.e. visual consistency within an image and, because ``T`` comes from the
    moving average, temporal consistency across training.
@@ -221,8 +222,9 @@ class MaskPre(keras.Model):
           index: int [b] rows of the images in the training set (camera proxies).
           keys: int [b] per-draw keys (DropBlock masks).
         Returns:
-          (scalar losses, "loss" being the weighted sum; features [b, C], the detached mean of
-          the views' embeddings, for the memory update).
+          (scalar losses, "loss" being the weighted sum; features [b, C] for the memory update,
+          detached: the unmasked view's embedding with ``--anchor_weight``, else the mean of the
+          views' embeddings).
         """
         cfg = self.cfg
         if cfg.mask_weight > 0 or cfg.consistency_weight > 0:  # the teacher's view is needed
@@ -238,6 +240,12 @@ class MaskPre(keras.Model):
         per_example = {"cluster_loss": 0.0, "mask_loss": 0.0, "consistency_loss": 0.0}
         features = 0.0
         share = 1.0 / self.num_views
+        anchor = None
+        if cfg.anchor_weight > 0 and self.num_views == 2:
+            anchor = self.student.embed_map(self.finish_map(front, training), training=training)
+            per_example["cluster_loss"] += cfg.anchor_weight * self.cluster_losses(
+                anchor, labels, index
+            )
         for view in range(self.num_views):
             masked, keep = self.dropblock(
                 front, self.view_keys(keys, view), rate, training=training
@@ -265,6 +273,8 @@ class MaskPre(keras.Model):
             )
             for name, value in per_example.items()
         }
+        if anchor is not None:  # the memory follows the embedding that is clustered
+            features = anchor
         result["loss"] = (
             result["cluster_loss"]
             + cfg.mask_weight * result["mask_loss"]

@@ -255,3 +255,27 @@ def test_mirrored_over_one_device_is_the_default_strategy():
     strategy = make_strategy("mirrored")
     assert not isinstance(strategy, tf.distribute.MirroredStrategy)
     assert strategy is tf.distribute.get_strategy()
+
+
+def test_the_anchor_adds_the_unmasked_views_cluster_loss_and_feeds_the_memory(model):
+    batch = _batch(6)
+    model.reset_memories(np.eye(4, 256, dtype=np.float32), np.arange(4))
+    images = tf.constant(batch["image"])
+    args = (images, batch["label"], batch["index"], batch["key"])
+    plain, plain_features = model.compute_losses(*args, training=True)
+    cfg = model.cfg
+    try:
+        model.cfg = dataclasses.replace(cfg, anchor_weight=0.5)
+        anchored, features = model.compute_losses(*args, training=True)
+    finally:
+        model.cfg = cfg
+    clean = model.student.embed_map(model.masking_map(images, training=True), training=True)
+    clean_loss = float(tf.reduce_mean(model.cluster_losses(clean, batch["label"], batch["index"])))
+    assert clean_loss > 0
+    np.testing.assert_allclose(
+        float(anchored["cluster_loss"]), float(plain["cluster_loss"]) + 0.5 * clean_loss, rtol=1e-5
+    )
+    for name in ("mask_loss", "consistency_loss"):
+        np.testing.assert_allclose(float(anchored[name]), float(plain[name]), rtol=1e-5)
+    np.testing.assert_allclose(features.numpy(), clean.numpy(), rtol=1e-5, atol=1e-6)
+    assert np.abs(features.numpy() - plain_features.numpy()).max() > 1e-3  # views were masked
