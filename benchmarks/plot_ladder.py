@@ -22,7 +22,11 @@ TRAINING_SECONDS = ("steps_seconds", "extract_seconds", "cluster_seconds")
 
 
 def curve(run_dir: str) -> dict:
-    """One run's points: {"name", "row", "samples": [...], "minutes": [...], "mAP": [...]}."""
+    """One run's points: "name", "row", "budget" (str); "samples", "minutes", "mAP" (lists).
+
+    The row (colour) comes from the folder's name (``maskpre_seed0`` → ``maskpre``), the budget
+    (line style) from its parent's (``1x``, ``3x``, ``9x``).
+    """
     with open(os.path.join(run_dir, "config.json")) as f:
         optim = json.load(f)["config"]["optim"]
     with open(os.path.join(run_dir, "summary_epochs.json")) as f:
@@ -38,7 +42,8 @@ def curve(run_dir: str) -> dict:
             points["mAP"].append(100 * entry["mAP"])
     name = os.path.basename(os.path.normpath(run_dir))
     budget = os.path.basename(os.path.dirname(os.path.normpath(run_dir)))
-    return {"name": f"{budget} {name}", "row": name.split("_seed")[0], **points}
+    row = name.split("_seed")[0]
+    return {"name": f"{budget} {name}", "row": row, "budget": budget, **points}
 
 
 def plot(curves: list[dict], out: str) -> None:
@@ -49,9 +54,16 @@ def plot(curves: list[dict], out: str) -> None:
     import matplotlib.pyplot as plt
 
     colours = {"maskpre": "tab:red", "baseline": "tab:blue", "camera": "tab:green"}
+    lines = {"1x": "-", "3x": "--", "9x": ":"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for c in curves:
-        style = dict(color=colours.get(c["row"], "tab:gray"), marker="o", markersize=3, lw=1.2)
+        style = dict(
+            color=colours.get(c["row"], "tab:gray"),
+            ls=lines.get(c["budget"], "-."),
+            marker="o",
+            markersize=3,
+            lw=1.2,
+        )
         axes[0].plot(c["samples"], c["mAP"], label=c["name"], **style)
         axes[1].plot(c["minutes"], c["mAP"], **style)
     axes[0].set_xscale("log")
