@@ -13,10 +13,10 @@ momentum)`` with the biased batch variance (the fused kernel returns the unbiase
 rescaled by ``(n - 1) / n``, n the number of values per channel).
 
 With ``group_size`` N (ghost BatchNorm, Hoffer et al., NeurIPS 2017) the training-mode
-statistics are those of groups of N images of the batch, as on replicas of N images each: the
-batch [B, H, W, C] is laid out as [N, H, W, (B / N) · C], so each group's channels are channels
-of their own for the same fused kernel; the moving statistics take the mean over the groups of
-their means and biased variances.
+statistics are those of groups of N images of the batch, as on replicas of N images each: each
+group of the batch [B, H, W, C] (a contiguous slice of N images) goes through the same fused
+kernel, and the moving statistics take the mean over the groups of their means and biased
+variances.
 """
 
 from __future__ import annotations
@@ -75,31 +75,43 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
     def _grouped(self, inputs, scale, offset):
         """Ghost BatchNorm of [B, H, W, C] in groups of ``group_size`` images: (outputs, the
-        groups' mean of means [C], their mean of biased variances [C])."""
+        groups' mean of means [C], their mean of biased variances [C]).
+
+        With a static batch each group is a contiguous slice through its own fused kernel (the
+        split and the concatenation are plain copies); a batch known only at run time takes the
+        element-wise moments of the groups instead (Keras's unfused arithmetic, ~1.5x slower).
+        """
+        n = self.group_size
+        batch = inputs.shape[0]
+        if batch is None:
+            return self._grouped_moments(inputs, scale, offset)
+        if batch % n:
+            raise ValueError(f"--bn_group_size={n} does not divide the replica's batch of {batch}")
+        outputs, means, variances = [], [], []
+        for group in tf.split(inputs, batch // n):
+            out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+                group, scale, offset, epsilon=self.epsilon, data_format="NHWC", is_training=True
+            )
+            outputs.append(out)
+            means.append(mean)
+            variances.append(variance)
+        count = tf.cast(n * tf.shape(inputs)[1] * tf.shape(inputs)[2], tf.float32)
+        biased = tf.add_n(variances) / len(variances) * (count - 1.0) / count
+        return tf.concat(outputs, 0), tf.add_n(means) / len(means), biased
+
+    def _grouped_moments(self, inputs, scale, offset):
+        """:meth:`_grouped` for a batch whose size is known only at run time."""
         n = self.group_size
         shape = tf.shape(inputs)
-        batch, height, width, channels = shape[0], shape[1], shape[2], inputs.shape[-1]
-        tf.debugging.assert_equal(
-            batch % n, 0, message=f"--bn_group_size={n} does not divide the replica's batch"
+        divides = tf.debugging.assert_equal(
+            shape[0] % n, 0, message=f"--bn_group_size={n} does not divide the replica's batch"
         )
-        groups = batch // n
-        # [B, H, W, C] → [G, N, H, W, C] → [N, H, W, G, C] → [N, H, W, G·C]
-        x = tf.reshape(inputs, [groups, n, height, width, channels])
-        x = tf.reshape(tf.transpose(x, [1, 2, 3, 0, 4]), [n, height, width, groups * channels])
-        out, mean, variance = tf.compat.v1.nn.fused_batch_norm(
-            x,
-            tf.tile(scale, [groups]),
-            tf.tile(offset, [groups]),
-            epsilon=self.epsilon,
-            data_format="NHWC",
-            is_training=True,
-        )
-        out = tf.reshape(out, [n, height, width, groups, channels])
-        out = tf.reshape(tf.transpose(out, [3, 0, 1, 2, 4]), shape)
-        count = tf.cast(n * height * width, tf.float32)
-        biased = variance * (count - 1.0) / count
-        per_group = lambda v: tf.reduce_mean(tf.reshape(v, [groups, channels]), axis=0)  # noqa: E731
-        return out, per_group(mean), per_group(biased)
+        with tf.control_dependencies([divides]):
+            x = tf.reshape(inputs, [-1, n * shape[1] * shape[2], inputs.shape[-1]])
+        mean, biased = tf.nn.moments(x, axes=[1], keepdims=True)
+        out = (x - mean) * tf.math.rsqrt(biased + self.epsilon) * scale + offset
+        per_channel = lambda v: tf.reduce_mean(v, axis=[0, 1])  # noqa: E731
+        return tf.reshape(out, shape), per_channel(mean), per_channel(biased)
 
     def _update_moving(self, mean, biased):
         """Keras's rule: moving ← moving · momentum + batch · (1 − momentum)."""

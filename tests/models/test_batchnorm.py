@@ -106,11 +106,66 @@ def test_groups_of_n_images_normalise_as_separate_batches_of_n():
     assert np.abs(whole(x, training=True).numpy() - got).max() > 1e-2
 
 
+def grouped_pass(layer, x, batch_known: bool):
+    """(outputs, gradients w.r.t. input, gamma and beta, moving statistics) of one training
+    pass of ``layer`` on ``x``, traced with the batch size static or known only at run time."""
+    spec = tf.TensorSpec((x.shape[0] if batch_known else None, *x.shape[1:]), tf.float32)
+
+    @tf.function(input_signature=[spec])
+    def run(t):
+        with tf.GradientTape() as tape:
+            tape.watch(t)
+            y = layer(t, training=True)
+            loss = tf.reduce_sum(y * tf.range(4, dtype=tf.float32) * t)
+        return y, tape.gradient(loss, [t, layer.gamma, layer.beta])
+
+    y, grads = run(tf.constant(x))
+    return y.numpy(), [g.numpy() for g in grads], [w.copy() for w in layer.get_weights()[2:]]
+
+
+@pytest.mark.parametrize("batch_known", [True, False], ids=["static_batch", "dynamic_batch"])
+def test_groups_have_the_gradients_of_separate_batches_whether_or_not_the_batch_is_static(
+    batch_known,
+):
+    """The fused per-group kernels (static batch) and the element-wise moments (batch known only
+    at run time) give Keras's own layer's outputs, gradients and moving statistics, group by
+    group."""
+    keras_bn, _ = pair(momentum=0.9, epsilon=1e-5)
+    start = [w.copy() for w in keras_bn.get_weights()]
+    grouped = FusedBatchNormalization(group_size=4, momentum=0.9, epsilon=1e-5)
+    grouped.build((None, 5, 3, 4))
+    grouped.set_weights(start)
+    x = np.random.default_rng(2).normal(1.0, 2.0, size=(12, 5, 3, 4)).astype(np.float32)
+    y, grads, moving = grouped_pass(grouped, x, batch_known)
+    parts, dx, dgamma, dbeta, stats = [], [], 0.0, 0.0, []
+    for g in range(3):
+        keras_bn.set_weights(start)
+        yg, (dxg, dgg, dbg), sg = grouped_pass(keras_bn, x[4 * g : 4 * g + 4], True)
+        parts.append(yg)
+        dx.append(dxg)
+        dgamma, dbeta = dgamma + dgg, dbeta + dbg
+        stats.append(sg)
+    np.testing.assert_allclose(y, np.concatenate(parts), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(grads[0], np.concatenate(dx), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads[1], dgamma, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(grads[2], dbeta, rtol=1e-4, atol=1e-4)
+    for mine, theirs in zip(moving, zip(*stats, strict=True), strict=True):
+        np.testing.assert_allclose(mine, np.mean(theirs, axis=0), rtol=1e-5, atol=1e-6)
+    kernels = ops_of(lambda t: grouped(t, training=True), tf.constant(x))
+    assert "FusedBatchNormV3" in kernels and "Transpose" not in kernels
+
+
 def test_a_group_size_that_does_not_divide_the_batch_is_an_error():
     layer = FusedBatchNormalization(group_size=4)
     layer.build((None, 5, 3, 4))
-    with pytest.raises(tf.errors.InvalidArgumentError, match="bn_group_size=4"):
+    with pytest.raises(ValueError, match="bn_group_size=4"):
         layer(np.zeros((6, 5, 3, 4), np.float32), training=True)
+    run = tf.function(
+        lambda t: layer(t, training=True),
+        input_signature=[tf.TensorSpec((None, 5, 3, 4), tf.float32)],
+    )
+    with pytest.raises(tf.errors.InvalidArgumentError, match="bn_group_size=4"):
+        run(tf.zeros((6, 5, 3, 4)))
 
 
 def test_grouping_replaces_synchronising_and_survives_serialisation():
