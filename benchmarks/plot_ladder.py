@@ -5,9 +5,10 @@
 Each run folder (``real_bench.py`` names them ``<row>_seed<s>`` under ``--out/<budget>``) gives
 one curve: at every evaluated epoch, the delivered network's mAP against the training samples
 seen so far (epoch × iterations × batch) and against the training minutes so far (steps, feature
-extraction and clustering; evaluation left out). Runs of one row share a colour; the budget is
-read from each run's configuration. Prints the points as a table and writes the PNG
-(matplotlib, the ``plots`` extra).
+extraction and clustering; evaluation left out). Runs of one row share a colour (rows other than
+maskpre, camera and baseline take further colours in their order); the budget is read from each
+run's configuration. Prints the points as a table and writes the PNG (matplotlib, the ``plots``
+extra).
 """
 
 from __future__ import annotations
@@ -54,11 +55,14 @@ def plot(curves: list[dict], out: str) -> None:
     import matplotlib.pyplot as plt
 
     colours = {"maskpre": "tab:red", "baseline": "tab:blue", "camera": "tab:green"}
+    others = iter(["tab:purple", "tab:orange", "tab:brown", "tab:olive", "tab:cyan", "tab:pink"])
+    for c in curves:  # further rows (variants of a row) in their order of appearance
+        colours.setdefault(c["row"], next(others, "tab:gray"))
     lines = {"1x": "-", "3x": "--", "9x": ":"}
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for c in curves:
         style = dict(
-            color=colours.get(c["row"], "tab:gray"),
+            color=colours[c["row"]],
             ls=lines.get(c["budget"], "-."),
             marker="o",
             markersize=3,
