@@ -108,6 +108,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         )
         with tf.control_dependencies([divides]):
             x = tf.reshape(inputs, [-1, n * shape[1] * shape[2], inputs.shape[-1]])
+        x = tf.cast(x, tf.float32)  # scale and offset are float32 (the caller casts back)
         mean, biased = tf.nn.moments(x, axes=[1], keepdims=True)
         out = (x - mean) * tf.math.rsqrt(biased + self.epsilon) * scale + offset
         per_channel = lambda v: tf.reduce_mean(v, axis=[0, 1])  # noqa: E731
